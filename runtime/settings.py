@@ -1,0 +1,100 @@
+"""Settings: flotilla.yaml, overridden by FLOTILLA_* environment variables.
+
+`FLOTILLA_MODELS__SPECIALIST_EXTRACT__BASE_URL=http://…/v1` overrides
+`models: {specialist-extract: {base_url: …}}` (underscores in alias names match hyphens).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import platformdirs
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, YamlConfigSettingsSource
+
+from agents.models.registry import ModelEndpoint
+from audit.errors import ConfigError
+
+__all__ = ["Settings", "load_settings", "DEFAULT_ALIASES"]
+
+DEFAULT_ALIASES = (
+    "specialist-extract",
+    "specialist-analyze",
+    "specialist-decide",
+    "specialist-write",
+    "frontier",
+)
+
+
+def _default_models() -> dict[str, ModelEndpoint]:
+    return {alias: ModelEndpoint() for alias in DEFAULT_ALIASES}
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="FLOTILLA_", env_nested_delimiter="__", extra="ignore")
+
+    data_dir: Path = Field(default_factory=lambda: Path(platformdirs.user_data_dir("flotilla")))
+    """Runs, checkpoints and traces live here."""
+    cache_dir: Path = Field(default_factory=lambda: Path(platformdirs.user_cache_dir("flotilla")))
+    """Dequantised embedded-model weights are cached here."""
+    max_input_bytes: int = Field(default=1_000_000, gt=0)
+    models: dict[str, ModelEndpoint] = Field(default_factory=_default_models)
+    embedded_max_tokens: int = Field(default=384, gt=0)
+    config_file: Path | None = None
+
+    @field_validator("models", mode="before")
+    @classmethod
+    def _normalise_aliases(cls, value: Any) -> Any:
+        if not isinstance(value, dict):
+            return value
+        merged: dict[str, Any] = {}
+        for alias, endpoint in value.items():
+            key = str(alias).lower().replace("_", "-")
+            if isinstance(endpoint, ModelEndpoint):
+                endpoint = endpoint.model_dump(exclude_unset=True)
+            merged.setdefault(key, {}).update(endpoint or {})
+        return merged
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        yaml_file = _config_path()
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if yaml_file is not None:
+            sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=yaml_file))
+        return tuple(sources)
+
+
+def _config_path() -> Path | None:
+    explicit = os.environ.get("FLOTILLA_CONFIG")
+    if explicit:
+        return Path(explicit)
+    local = Path.cwd() / "flotilla.yaml"
+    return local if local.is_file() else None
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Settings from flotilla.yaml (or $FLOTILLA_CONFIG) and the environment, or a ConfigError."""
+    path = _config_path()
+    if path is not None and not path.is_file():
+        raise ConfigError(f"$FLOTILLA_CONFIG points at {path}, which does not exist")
+    try:
+        settings = Settings(**overrides)
+    except ValidationError as exc:
+        where = f" in {path}" if path else ""
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise ConfigError(f"invalid settings{where}: {problems}") from None
+    except Exception as exc:  # malformed YAML surfaces as yaml.YAMLError from the source
+        raise ConfigError(f"cannot read {path}: {exc}") from None
+    settings.config_file = path
+    if "frontier" not in settings.models:
+        settings.models["frontier"] = ModelEndpoint()
+    return settings
