@@ -1,0 +1,68 @@
+"""What every rail engine speaks: a check of one text at one point, giving a typed verdict."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, Protocol, runtime_checkable
+
+from audit.errors import FlotillaError
+
+__all__ = ["RailPoint", "Verdict", "Rail", "GuardrailViolation"]
+
+
+class RailPoint(StrEnum):
+    """The five boundaries of a run where rails apply."""
+
+    INPUT = "input"
+    """The workflow's input, before any agent sees it."""
+    AGENT_OUTPUT = "agent-output"
+    """Each agent step's output."""
+    TOOL_ARGS = "tool-args"
+    """A tool call's arguments, before the call."""
+    TOOL_RESULT = "tool-result"
+    """A tool's result: untrusted text, screened for injected instructions."""
+    OUTPUT = "output"
+    """The workflow's final output."""
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    engine: str
+    """e.g. `nemo`, `llama-guard`, `presidio`, `yara`, `injection-classifier`."""
+    rule: str
+    """The rule or flow that decided, e.g. `self_check_input`, `S1`, `sqli`."""
+    allowed: bool
+    latency_ms: float
+    score: float | None = None
+    detail: str = ""
+    text: str | None = None
+    """Replacement text when the rail transforms instead of blocking (redaction, quarantine)."""
+    enabled: bool = True
+    """False when the engine is configured off or has no weights: reported, never silently 'safe'."""
+    attributes: dict[str, Any] = field(default_factory=dict)
+
+
+@runtime_checkable
+class Rail(Protocol):
+    """One engine. `check` must not raise on ordinary content; it returns a verdict."""
+
+    name: str
+    points: frozenset[RailPoint]
+
+    async def check(self, text: str, *, point: RailPoint) -> Verdict: ...
+
+
+class GuardrailViolation(FlotillaError):
+    """A rail blocked the run. Carries the verdict that blocked it."""
+
+    code = "guardrail_violation"
+
+    def __init__(self, verdict: Verdict, point: RailPoint) -> None:
+        reason = verdict.detail or verdict.rule
+        super().__init__(f"blocked at {point.value} by {verdict.engine} ({verdict.rule}): {reason}")
+        self.verdict = verdict
+        self.point = point
+
+    def to_dict(self) -> dict[str, str]:
+        return {**super().to_dict(), "engine": self.verdict.engine, "rule": self.verdict.rule, "point": self.point.value}
