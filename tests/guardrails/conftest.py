@@ -1,0 +1,18 @@
+"""Shared, session-scoped engines: each heavy model loads once per test session."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ["NEMO_GUARDRAILS_NO_USAGE_STATS"] = "1"
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def presidio_rail():
+    from guardrails.pii import PresidioRail
+
+    return PresidioRail()

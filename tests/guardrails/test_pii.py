@@ -1,0 +1,23 @@
+from guardrails.base import RailPoint
+from guardrails.pii import PresidioRail
+
+
+def test_redacts_obvious_pii(presidio_rail: PresidioRail) -> None:
+    text = "Contact john.smith@acme-corp.com, card 4111 1111 1111 1111, IBAN DE89370400440532013000."
+    verdict = presidio_rail.check_sync(text, point=RailPoint.INPUT)
+    assert verdict.allowed and verdict.text is not None
+    assert "john.smith@acme-corp.com" not in verdict.text and "<EMAIL_ADDRESS>" in verdict.text
+    assert "4111" not in verdict.text and "<CREDIT_CARD>" in verdict.text
+    assert "DE89370400440532013000" not in verdict.text
+    assert {"EMAIL_ADDRESS", "CREDIT_CARD", "IBAN_CODE"} <= set(verdict.attributes["entities"])
+
+
+def test_clean_text_is_untouched(presidio_rail: PresidioRail) -> None:
+    verdict = presidio_rail.check_sync("Summarise invoice INV-2041 for the finance team.", point=RailPoint.INPUT)
+    assert verdict.allowed and verdict.text is None and verdict.attributes["entities"] == []
+
+
+def test_entities_are_configurable(presidio_rail: PresidioRail) -> None:
+    only_cards = PresidioRail(entities=["CREDIT_CARD"], analyzer=presidio_rail._analyzer)
+    verdict = only_cards.check_sync("mail a@example.org, card 4111 1111 1111 1111", point=RailPoint.OUTPUT)
+    assert verdict.text == "mail a@example.org, card <CREDIT_CARD>"
