@@ -1,0 +1,167 @@
+"""An agent step: role + instructions + output schema + model binding.
+
+One step asks its model for JSON constrained by the output schema, validates the reply with
+pydantic, asks once more with the validation error if it does not fit, and otherwise ends
+with `AgentOutputInvalid`. Every model call is a GenAI `chat` span.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from opentelemetry.trace import Span, Status, StatusCode, Tracer
+
+from agents.models.base import ChatRequest, ChatResult, ModelError
+from agents.models.registry import Binding
+from agents.output import OutputMismatch, OutputSchema
+
+__all__ = ["Agent", "StepResult", "AgentOutputInvalid", "ContextHook", "PolicyHook"]
+
+ContextHook = Callable[[dict[str, Any]], dict[str, Any]]
+"""Deterministic facts computed from the run state, shown to the model beside the input."""
+PolicyHook = Callable[[Any, dict[str, Any]], tuple[Any, list[str]]]
+"""Business invariants applied to the validated output; returns (output, notes on what changed)."""
+
+
+class AgentOutputInvalid(ModelError):
+    """The model's reply did not match the agent's output schema, even after one repair."""
+
+    code = "agent_output_invalid"
+
+
+@dataclass(frozen=True, slots=True)
+class StepResult:
+    output: dict[str, Any]
+    model: str
+    input_tokens: int
+    output_tokens: int
+    latency_ms: float
+    repaired: bool
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class Agent:
+    name: str
+    role: str
+    instructions: str
+    output: OutputSchema
+    binding: Binding
+    reads: tuple[str, ...] | None = None
+    """Earlier agents whose outputs this one sees; None means all of them."""
+    include_input: bool = True
+    timeout_s: float | None = None
+    max_tokens: int = 384
+    context: ContextHook | None = None
+    policy: PolicyHook | None = None
+    tools: tuple[str, ...] = ()
+
+    @property
+    def json_schema(self) -> dict[str, Any]:
+        return self.output.json_schema
+
+    @property
+    def version(self) -> str:
+        """Content hash of what defines this agent's behaviour: instructions and schema."""
+        blob = self.instructions + json.dumps(self.json_schema, sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+    def messages(self, state: dict[str, Any]) -> list[dict[str, str]]:
+        parts: list[str] = []
+        if self.include_input:
+            parts.append(f"INPUT:\n{state.get('input', '')}")
+        outputs: dict[str, Any] = state.get("outputs") or {}
+        for name, output in outputs.items():
+            if self.reads is None or name in self.reads:
+                parts.append(f"{name.upper()} RESULT:\n{json.dumps(output, ensure_ascii=False)}")
+        if self.context is not None:
+            parts.append(f"FACTS:\n{json.dumps(self.context(state), ensure_ascii=False)}")
+        return [
+            {"role": "system", "content": self.instructions.strip()},
+            {"role": "user", "content": "\n\n".join(parts)},
+        ]
+
+    async def run(self, state: dict[str, Any], tracer: Tracer) -> StepResult:
+        messages = self.messages(state)
+        started = time.perf_counter()
+        first = await self._call(messages, tracer)
+        results = [first]
+        output, problem = self._validate(first.text)
+        if problem:
+            # One repair: show the model its reply and what was wrong with it.
+            messages = [
+                *messages,
+                {"role": "assistant", "content": first.text},
+                {"role": "user", "content": f"That reply is not valid: {problem}. Answer again with valid JSON only."},
+            ]
+            second = await self._call(messages, tracer)
+            results.append(second)
+            output, problem = self._validate(second.text)
+            if problem:
+                raise AgentOutputInvalid(f"agent {self.name!r}: the model's output does not match {self.output.name} after one repair: {problem}")
+        notes: list[str] = []
+        if self.policy is not None:
+            output, notes = self.policy(output, state)
+        return StepResult(
+            output=self.output.dump(output),
+            model=results[-1].model,
+            input_tokens=sum(r.input_tokens for r in results),
+            output_tokens=sum(r.output_tokens for r in results),
+            latency_ms=(time.perf_counter() - started) * 1000,
+            repaired=len(results) > 1,
+            notes=notes,
+        )
+
+    def _validate(self, text: str) -> tuple[Any, str]:
+        try:
+            return self.output.parse(text), ""
+        except OutputMismatch as exc:
+            return None, str(exc)
+
+    async def _call(self, messages: list[dict[str, str]], tracer: Tracer) -> ChatResult:
+        client = self.binding.client
+        request = ChatRequest(
+            messages=messages,
+            json_schema=self.json_schema,
+            schema_name=self.output.name,
+            max_tokens=self.max_tokens,
+            timeout_s=self.timeout_s,
+        )
+        with tracer.start_as_current_span(f"chat {client.name}", record_exception=False, set_status_on_exception=False) as span:
+            span.set_attributes(
+                {
+                    "gen_ai.operation.name": "chat",
+                    "gen_ai.request.model": client.name,
+                    "gen_ai.agent.name": self.name,
+                    "gen_ai.output.type": "json",
+                    "gen_ai.request.max_tokens": self.max_tokens,
+                    "gen_ai.request.temperature": request.temperature,
+                    "flotilla.model_alias": self.binding.alias,
+                    "flotilla.model_fallback": self.binding.fallback,
+                }
+            )
+            try:
+                result = await client.complete(request)
+            except ModelError as exc:
+                _fail(span, exc)
+                raise
+            span.set_attributes(
+                {
+                    "gen_ai.provider.name": result.provider,
+                    "gen_ai.response.model": result.model,
+                    "gen_ai.usage.input_tokens": result.input_tokens,
+                    "gen_ai.usage.output_tokens": result.output_tokens,
+                    "gen_ai.response.finish_reasons": [result.finish_reason],
+                    "flotilla.model_local": result.local,
+                }
+            )
+            return result
+
+
+def _fail(span: Span, exc: Exception) -> None:
+    span.set_status(Status(StatusCode.ERROR, str(exc)))
+    span.set_attribute("error.type", type(exc).__name__)

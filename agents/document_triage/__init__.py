@@ -1,0 +1,1 @@
+"""The built-in document-triage agents: extract → analyze → decide → write."""

@@ -1,0 +1,189 @@
+"""Workflow spec: YAML → pydantic, with every problem reported as `file:line: what to fix`.
+
+    name: document_triage
+    input: {type: text, max_bytes: 1000000}
+    agents:
+      extract: {role: …, instructions: ../agents/…/extract.md, output_schema: pkg.mod:Model, model: specialist-extract}
+    edges:
+      - {from: extract, to: analyze}
+      - {from: decide, switch: decide.decision, cases: {reject: END}, default: write}
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from audit.errors import ConfigError
+
+__all__ = ["WorkflowSpec", "AgentSpec", "EdgeSpec", "InputSpec", "WorkflowSettings", "SpecError", "SpecProblem", "parse_spec", "END"]
+
+END = "END"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class InputSpec(_Strict):
+    type: Literal["text"] = "text"
+    description: str = "The document to process, as plain text."
+    max_bytes: int | None = Field(default=None, gt=0)
+    """Overrides the runtime's input size limit for this workflow."""
+
+
+class AgentSpec(_Strict):
+    role: str
+    instructions: str
+    """Path of the prompt file, relative to the workflow file."""
+    output_schema: str
+    """`package.module:PydanticModel`, or a JSON Schema file relative to the workflow file."""
+    model: str = "embedded"
+    """A model alias from flotilla.yaml."""
+    tools: list[str] = Field(default_factory=list)
+    """Allowlist of MCP tools (`server.tool`, globs allowed)."""
+    timeout_s: float | None = Field(default=None, gt=0)
+    max_tokens: int = Field(default=384, gt=0, le=8192)
+    reads: list[str] | None = None
+    """Earlier agents whose outputs this agent sees (default: all)."""
+    include_input: bool = True
+    context: str | None = None
+    """`module:function` computing facts from the state, shown to the model."""
+    policy: str | None = None
+    """`module:function` enforcing business invariants on the validated output."""
+
+
+class EdgeSpec(_Strict):
+    source: str = Field(alias="from")
+    to: str | None = None
+    switch: str | None = Field(default=None, pattern=r"^[A-Za-z_][\w-]*\.[\w.]+$")
+    """`agent.field[.field…]`: route on a value in an agent's output."""
+    cases: dict[str, str] = Field(default_factory=dict)
+    default: str | None = None
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> EdgeSpec:
+        if (self.to is None) == (self.switch is None):
+            raise ValueError("an edge needs exactly one of `to` (always go there) or `switch` (route on a field)")
+        if self.switch is not None and not (self.cases or self.default):
+            raise ValueError("a `switch` edge needs `cases` and/or a `default`")
+        return self
+
+    @property
+    def targets(self) -> list[str]:
+        if self.to is not None:
+            return [self.to]
+        return [*self.cases.values(), *([self.default] if self.default else [])]
+
+
+class WorkflowSettings(_Strict):
+    sensitivity: Literal["public", "internal", "confidential"] = "internal"
+    max_steps: int = Field(default=25, gt=0, le=1000)
+
+
+class WorkflowSpec(_Strict):
+    name: str = Field(pattern=r"^[a-z][a-z0-9_-]*$")
+    description: str = ""
+    input: InputSpec = Field(default_factory=InputSpec)
+    entry: str | None = None
+    output: str | None = None
+    """The agent whose output is the workflow's output (default: the last one that ran)."""
+    agents: dict[str, AgentSpec] = Field(min_length=1)
+    edges: list[EdgeSpec] = Field(default_factory=list)
+    settings: WorkflowSettings = Field(default_factory=WorkflowSettings)
+    rails: dict[str, Any] | None = None
+    """Guardrail configuration for this workflow (see guardrails/)."""
+
+    source: Path | None = Field(default=None, exclude=True)
+    lines: dict[tuple[Any, ...], int] = Field(default_factory=dict, exclude=True, repr=False)
+
+    @property
+    def entry_agent(self) -> str:
+        return self.entry or next(iter(self.agents))
+
+    @property
+    def base_dir(self) -> Path:
+        return self.source.parent if self.source else Path.cwd()
+
+    def line_of(self, *loc: Any) -> int | None:
+        for end in range(len(loc), -1, -1):
+            if loc[:end] in self.lines:
+                return self.lines[loc[:end]]
+        return None
+
+    def version(self) -> str:
+        """Content hash of the workflow file and every prompt and schema file it names."""
+        digest = hashlib.sha256(json.dumps(self.model_dump(by_alias=True), sort_keys=True).encode())
+        for agent in self.agents.values():
+            for ref in (agent.instructions, agent.output_schema):
+                path = self.base_dir / ref
+                if path.is_file():
+                    digest.update(path.read_bytes())
+        return digest.hexdigest()[:12]
+
+
+class SpecProblem(BaseModel):
+    file: str
+    line: int | None
+    message: str
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}" if self.line else self.file
+        return f"{where}: {self.message}"
+
+
+class SpecError(ConfigError):
+    """A workflow file is invalid. `problems` lists each one with its line."""
+
+    code = "invalid_workflow"
+
+    def __init__(self, problems: list[SpecProblem]) -> None:
+        super().__init__("\n".join(str(p) for p in problems))
+        self.problems = problems
+
+
+def _line_map(node: yaml.Node, path: tuple[Any, ...], out: dict[tuple[Any, ...], int]) -> None:
+    out.setdefault(path, node.start_mark.line + 1)
+    if isinstance(node, yaml.MappingNode):
+        for key, value in node.value:
+            name = key.value
+            out[(*path, name)] = key.start_mark.line + 1
+            _line_map(value, (*path, name), out)
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            _line_map(item, (*path, index), out)
+
+
+def parse_spec(text: str, source: Path | None = None) -> WorkflowSpec:
+    """Parse and structurally validate a workflow; semantic checks are in `graphs.validate`."""
+    file = str(source) if source else "<workflow>"
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        problem = getattr(exc, "problem", None) or str(exc)
+        line = mark.line + 1 if mark is not None else None
+        raise SpecError([SpecProblem(file=file, line=line, message=f"malformed YAML: {problem}")]) from None
+    if not isinstance(data, dict) or root is None:
+        raise SpecError([SpecProblem(file=file, line=1, message="a workflow file must be a YAML mapping with `name`, `agents` and `edges`")])
+    lines: dict[tuple[Any, ...], int] = {}
+    _line_map(root, (), lines)
+    try:
+        spec = WorkflowSpec.model_validate(data)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            loc = tuple("from" if part == "source" else part for part in err["loc"])
+            line = next((lines[loc[:end]] for end in range(len(loc), -1, -1) if loc[:end] in lines), None)
+            field = ".".join(map(str, loc)) or "workflow"
+            problems.append(SpecProblem(file=file, line=line, message=f"{field}: {err['msg']}"))
+        raise SpecError(problems) from None
+    spec.source = source
+    spec.lines = lines
+    return spec
