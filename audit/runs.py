@@ -5,6 +5,7 @@ SQLAlchemy Core, so the same code serves SQLite (default, under the data dir) an
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -12,6 +13,8 @@ from typing import Any
 
 from sqlalchemy import Column, DateTime, MetaData, String, Table, Text, create_engine, insert, select, update
 from sqlalchemy.engine import Engine
+
+from audit.store import AuditStore
 
 __all__ = ["RunStore", "RunRecord"]
 
@@ -50,9 +53,15 @@ class RunRecord:
 
 
 class RunStore:
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, audit: AuditStore | None = None) -> None:
         self.engine: Engine = create_engine(url)
         metadata.create_all(self.engine)
+        self.audit = audit
+        """When set, each start/finish is also appended to the audit chain as a `run` record."""
+
+    def _audit(self, run_id: str, **event: Any) -> None:
+        if self.audit is not None:
+            self.audit.record("run", {"run_id": run_id, **event}, run_id=run_id)
 
     def start_run(self, run_id: str, workflow: str, workflow_version: str, input_text: str, initiator: str | None) -> None:
         with self.engine.begin() as conn:
@@ -68,10 +77,20 @@ class RunStore:
                     started_at=datetime.now(UTC),
                 )
             )
+        self._audit(
+            run_id,
+            event="started",
+            workflow=workflow,
+            workflow_version=workflow_version,
+            initiator=initiator,
+            status="running",
+            input_sha256=hashlib.sha256(input_text.encode("utf-8")).hexdigest(),
+        )
 
     def mark_running(self, run_id: str) -> None:
         with self.engine.begin() as conn:
             conn.execute(update(runs).where(runs.c.run_id == run_id).values(status="running", ended_at=None, error=None))
+        self._audit(run_id, event="resumed", status="running")
 
     def finish_run(
         self, run_id: str, status: str, steps: list[dict[str, Any]], output: Any = None, error: dict[str, Any] | None = None
@@ -88,6 +107,7 @@ class RunStore:
                     ended_at=datetime.now(UTC),
                 )
             )
+        self._audit(run_id, event="finished", status=status, steps=len(steps), error=error)
 
     def get_run(self, run_id: str) -> RunRecord | None:
         with self.engine.connect() as conn:

@@ -1,0 +1,128 @@
+"""What may leave the process: content per policy, and never a secret.
+
+Applied to every span before any exporter sees it (audit store and OTLP alike). Content
+attributes (prompts, responses, tool arguments/results) are dropped (`off`), passed through
+the PII redactor (`redacted`, default; dropped when no redactor is configured, so nothing
+unredacted slips out), or kept (`full`). Secrets are removed under every policy: values of
+credential-named keys, bearer/basic credentials, API-key-shaped strings, and the exact
+values of the secrets flotilla was configured with.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable, Mapping
+from enum import StrEnum
+from typing import Any
+
+from audit.errors import ConfigError
+from audit.semconv import CONTENT_KEYS, CONTENT_PREFIX
+
+__all__ = ["ContentPolicy", "Sanitizer", "REDACTED"]
+
+REDACTED = "[REDACTED]"
+
+
+class ContentPolicy(StrEnum):
+    OFF = "off"
+    REDACTED = "redacted"
+    FULL = "full"
+
+    @classmethod
+    def parse(cls, value: str | ContentPolicy) -> ContentPolicy:
+        try:
+            return cls(str(value).lower())
+        except ValueError:
+            raise ConfigError(f"audit content policy {value!r} is not one of off, redacted, full") from None
+
+
+# Key names whose values are credentials whatever they look like.
+_SECRET_KEY = re.compile(
+    r"(^|[._\-])(authorization|proxy-authorization|api[_\-]?key|apikey|x-api-key|access[_\-]?token|auth[_\-]?token|"
+    r"refresh[_\-]?token|id[_\-]?token|token|bearer|secret|client[_\-]?secret|password|passwd|cookie|set-cookie|"
+    r"credentials?|private[_\-]?key)($|[._\-])",
+    re.IGNORECASE,
+)
+# Values that look like credentials wherever they appear.
+_SECRET_VALUE = re.compile(
+    r"(?i:\b(?:bearer|basic|token)\s+[A-Za-z0-9._~+/=\-]{8,})"
+    r"|(?i:\b(?:authorization|api[_\-]?key|x-api-key|access[_\-]?token|secret|password)\b\s*[:=]\s*[\"']?[^\s\"',;}]{6,})"
+    r"|\bsk-(?:ant-|proj-)?[A-Za-z0-9_\-]{16,}"
+    r"|\bgh[pousr]_[A-Za-z0-9]{20,}"
+    r"|\bxox[abpr]-[A-Za-z0-9\-]{10,}"
+    r"|\bAKIA[0-9A-Z]{16}\b"
+    r"|\bAIza[0-9A-Za-z_\-]{30,}"
+    r"|\beyJ[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]{8,}"
+)
+
+
+class Sanitizer:
+    """Turns span attributes into what may be recorded."""
+
+    def __init__(
+        self,
+        policy: ContentPolicy | str = ContentPolicy.REDACTED,
+        *,
+        redact: Callable[[str], str] | None = None,
+        secrets: Iterable[str] = (),
+    ) -> None:
+        self.policy = ContentPolicy.parse(policy)
+        self.redact = redact
+        # Longest first so a secret containing another is removed whole.
+        self.secrets = sorted({s for s in secrets if s and len(s) >= 4}, key=len, reverse=True)
+
+    def attributes(self, attrs: Mapping[str, Any] | None) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        if not attrs:
+            return out
+        for key, value in attrs.items():
+            if _is_content(key):
+                value = self._content(value)
+                if value is None:
+                    continue
+            if self.secret_key(key):
+                out[key] = REDACTED
+                continue
+            out[key] = self._scrub_value(value)
+        return out
+
+    @staticmethod
+    def secret_key(key: str) -> bool:
+        """True when a key names a credential (its value is never recorded)."""
+        return bool(_SECRET_KEY.search(key)) and not key.startswith("gen_ai.usage.")
+
+    def text(self, value: str | None) -> str | None:
+        """Scrub free text such as a status description or exception message."""
+        return None if value is None else self.scrub(value)
+
+    def scrub(self, text: str) -> str:
+        for secret in self.secrets:
+            if secret in text:
+                text = text.replace(secret, REDACTED)
+        if _SECRET_VALUE.search(text):
+            text = _SECRET_VALUE.sub(REDACTED, text)
+        return text
+
+    def _scrub_value(self, value: Any) -> Any:
+        if isinstance(value, str):
+            return self.scrub(value)
+        if isinstance(value, (list, tuple)):
+            return [self.scrub(v) if isinstance(v, str) else v for v in value]
+        return value
+
+    def _content(self, value: Any) -> Any:
+        if self.policy is ContentPolicy.OFF:
+            return None
+        if self.policy is ContentPolicy.FULL:
+            return value
+        if self.redact is None:
+            return None
+        if isinstance(value, str):
+            return self.redact(value)
+        if isinstance(value, (list, tuple)):
+            return [self.redact(v) if isinstance(v, str) else v for v in value]
+        return value
+
+
+def _is_content(key: str) -> bool:
+    return key in CONTENT_KEYS or key.startswith(CONTENT_PREFIX)

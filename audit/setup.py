@@ -1,0 +1,31 @@
+"""Wiring helpers the runtime calls: open the store and build the exporters for `Telemetry`.
+
+    store = open_audit_store(settings.audit_url, hmac_key=..., sanitizer=sanitizer)
+    telemetry = Telemetry(audit_exporters(store, sanitizer))   # + OTLP when OTEL_EXPORTER_OTLP_* is set
+"""
+
+from __future__ import annotations
+
+from opentelemetry.sdk.trace.export import SpanExporter
+
+from audit.exporter import AuditSpanExporter, SanitizingExporter
+from audit.sanitize import Sanitizer
+from audit.store import AuditStore
+from audit.telemetry import otlp_exporter_from_env
+
+__all__ = ["open_audit_store", "audit_exporters"]
+
+
+def open_audit_store(url: str, *, hmac_key: str | bytes | None = None, sanitizer: Sanitizer | None = None) -> AuditStore:
+    return AuditStore(url, hmac_key=hmac_key or None, sanitizer=sanitizer)
+
+
+def audit_exporters(store: AuditStore | None, sanitizer: Sanitizer, *, otlp: bool = True) -> list[SpanExporter]:
+    """The audit-store exporter, plus a sanitized OTLP/HTTP exporter when the OTLP env vars are set."""
+    exporters: list[SpanExporter] = []
+    if store is not None:
+        exporters.append(AuditSpanExporter(store, sanitizer))
+    remote = otlp_exporter_from_env() if otlp else None
+    if remote is not None:
+        exporters.append(SanitizingExporter(remote, sanitizer))
+    return exporters

@@ -1,0 +1,326 @@
+"""The audit store: an append-only, hash-chained log of runs, spans, rail decisions, approvals
+and config changes, on SQLite (default) or PostgreSQL through SQLAlchemy Core.
+
+Appends are serialised (a process lock plus `BEGIN IMMEDIATE` on SQLite or a transaction-level
+advisory lock on Postgres), so the chain stays one line even with several writers. A batch
+is one transaction: the chain is computed in order, the rows go in with one executemany, the
+signed head and the per-run summaries are updated, and it commits once.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Connection, bindparam, create_engine, delete, event, func, insert, select, text, update
+from sqlalchemy.engine import Engine, make_url
+
+from audit import migrate
+from audit.chain import GENESIS, ChainRecord, SignedMark, VerifyReport, canonical_json, record_hash, sign_mark, verify_chain
+from audit.errors import FlotillaError
+from audit.sanitize import Sanitizer
+from audit.schema import anchors, head, records, run_summaries
+from audit.summaries import RunSummary, empty_summary, fold_run_event, fold_span
+
+__all__ = ["AuditStore", "NewRecord", "StoredRecord", "AuditStoreError", "RECORD_KINDS", "utc_iso"]
+
+RECORD_KINDS = frozenset({"span", "rail", "run", "approval", "config", "checkpoint"})
+_PG_LOCK_KEY = 0x466C6F74  # "Flot": the advisory lock that serialises appends across processes
+_LIST_FIELDS = ("models", "tools", "agents")
+
+
+class AuditStoreError(FlotillaError):
+    """The audit store cannot be opened or written (bad URL, unreachable database, bad record)."""
+
+    code = "audit_store"
+
+
+def utc_iso(moment: datetime | None = None) -> str:
+    """Fixed-width UTC ISO time, so text comparison orders it (the same in SQLite and Postgres)."""
+    moment = moment or datetime.now(UTC)
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+@dataclass(frozen=True, slots=True)
+class NewRecord:
+    kind: str
+    payload: dict[str, Any]
+    run_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StoredRecord:
+    seq: int
+    kind: str
+    run_id: str | None
+    recorded_at: str
+    payload: dict[str, Any]
+    hash: str
+    prev_hash: str
+
+
+@dataclass(frozen=True, slots=True)
+class PruneReport:
+    before: str
+    pruned: int
+    through_seq: int | None
+    runs_removed: list[str] = field(default_factory=list)
+    """Finished runs whose records were pruned (their LangGraph checkpoints may go too)."""
+
+
+class AuditStore:
+    """Open (and migrate) the store at `url`; `hmac_key` signs the chain head and prune anchors."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        hmac_key: bytes | str | None = None,
+        sanitizer: Sanitizer | None = None,
+        migrate_schema: bool = True,
+    ) -> None:
+        self.url = url
+        self.sanitizer = sanitizer or Sanitizer()
+        """Scrubs secrets from records appended with `record()` (spans are sanitized by the exporter)."""
+        self.hmac_key = hmac_key.encode() if isinstance(hmac_key, str) else hmac_key
+        try:
+            self.engine = _engine(url)
+            if migrate_schema:
+                migrate.upgrade(self.engine)
+        except FlotillaError:
+            raise
+        except Exception as exc:
+            raise AuditStoreError(f"cannot open the audit store at {_safe_url(url)}: {exc}") from None
+        self._lock = threading.Lock()
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # -- writing -------------------------------------------------------------------------
+
+    def append(self, new: Sequence[NewRecord]) -> int:
+        """Append records in order, in one transaction; returns the last sequence number."""
+        for rec in new:
+            if rec.kind not in RECORD_KINDS:
+                raise AuditStoreError(f"unknown audit record kind {rec.kind!r}; use one of {sorted(RECORD_KINDS)}")
+        with self._write() as conn:
+            return self._append(conn, new)
+
+    def record(self, kind: str, payload: dict[str, Any], *, run_id: str | None = None) -> int:
+        """Append one record: an approval, a config change (e.g. a tool re-approval), a run event."""
+        return self.append([NewRecord(kind, _scrubbed(payload, self.sanitizer), run_id)])
+
+    def _append(self, conn: Connection, new: Sequence[NewRecord]) -> int:
+        current = conn.execute(select(head.c.seq, head.c.hash).where(head.c.id == 1)).first()
+        seq, prev = (current.seq, current.hash) if current else (0, GENESIS)
+        if not new:
+            return seq
+        now = utc_iso()
+        rows = []
+        for rec in new:
+            seq += 1
+            payload = canonical_json(rec.payload)
+            digest = record_hash(seq, rec.kind, rec.run_id, now, payload, prev)
+            rows.append({"seq": seq, "kind": rec.kind, "run_id": rec.run_id, "recorded_at": now,
+                         "payload": payload, "prev_hash": prev, "hash": digest})
+            prev = digest
+        conn.execute(insert(records), rows)
+        mark = sign_mark(SignedMark("head", seq, prev, now), self.hmac_key)
+        values = {"seq": mark.seq, "hash": mark.hash, "recorded_at": mark.recorded_at, "signature": mark.signature}
+        if current is None:
+            conn.execute(insert(head).values(id=1, **values))
+        else:
+            conn.execute(update(head).where(head.c.id == 1).values(**values))
+        self._update_summaries(conn, new, rows)
+        return seq
+
+    def _update_summaries(self, conn: Connection, new: Sequence[NewRecord], rows: list[dict[str, Any]]) -> None:
+        touched: dict[str, list[tuple[NewRecord, int]]] = {}
+        for rec, row in zip(new, rows):
+            if rec.run_id and rec.kind in ("span", "run"):
+                touched.setdefault(rec.run_id, []).append((rec, row["seq"]))
+        if not touched:
+            return
+        existing = {
+            r["run_id"]: _summary_from_row(r)
+            for r in conn.execute(select(run_summaries).where(run_summaries.c.run_id.in_(list(touched)))).mappings()
+        }
+        inserts, updates = [], []
+        for run_id, items in touched.items():
+            summary = existing.get(run_id) or empty_summary(run_id)
+            for rec, seq in items:
+                if rec.kind == "span":
+                    fold_span(summary, rec.payload)
+                else:
+                    fold_run_event(summary, rec.payload)
+                summary["last_seq"] = seq
+            row = _summary_to_row(summary)
+            (updates if run_id in existing else inserts).append(row)
+        if inserts:
+            conn.execute(insert(run_summaries), inserts)
+        if updates:
+            cols = {c: bindparam(f"v_{c}") for c in updates[0] if c != "run_id"}
+            stmt = update(run_summaries).where(run_summaries.c.run_id == bindparam("v_run_id")).values(cols)
+            conn.execute(stmt, [{f"v_{k}": v for k, v in row.items()} for row in updates])
+
+    # -- reading -------------------------------------------------------------------------
+
+    def head(self) -> SignedMark | None:
+        with self.engine.connect() as conn:
+            return _head(conn)
+
+    def anchor(self) -> SignedMark | None:
+        with self.engine.connect() as conn:
+            return _anchor(conn)
+
+    def count(self) -> int:
+        with self.engine.connect() as conn:
+            return int(conn.execute(select(func.count()).select_from(records)).scalar_one())
+
+    def iter_chain(self, conn: Connection, *, batch: int = 20_000) -> Iterator[ChainRecord]:
+        stmt = select(records).order_by(records.c.seq)
+        result = conn.execution_options(yield_per=batch).execute(stmt)
+        for row in result:
+            yield ChainRecord(row.seq, row.kind, row.run_id, row.recorded_at, row.payload, row.prev_hash, row.hash)
+
+    def run_records(self, run_id: str) -> list[StoredRecord]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(records).where(records.c.run_id == run_id).order_by(records.c.seq)).all()
+        return [StoredRecord(r.seq, r.kind, r.run_id, r.recorded_at, json.loads(r.payload), r.hash, r.prev_hash) for r in rows]
+
+    def run_summary(self, run_id: str) -> RunSummary | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(run_summaries).where(run_summaries.c.run_id == run_id)).mappings().first()
+        return None if row is None else _summary_from_row(row)
+
+    def verify(self, *, pinned: SignedMark | None = None) -> VerifyReport:
+        """Check the whole chain in one consistent snapshot; names the first broken record."""
+        with self.engine.connect() as conn:
+            if self.dialect == "postgresql":
+                conn = conn.execution_options(isolation_level="REPEATABLE READ")
+            with conn.begin():
+                current, anchor = _head(conn), _anchor(conn)
+                return verify_chain(self.iter_chain(conn), head=current, anchor=anchor, key=self.hmac_key, pinned=pinned)
+
+    # -- retention -----------------------------------------------------------------------
+
+    def prune(self, before: datetime) -> PruneReport:
+        """Remove records older than `before` (a prefix of the chain) and leave a signed checkpoint."""
+        cutoff = utc_iso(before)
+        with self._write() as conn:
+            last = conn.execute(select(func.max(records.c.seq)).where(records.c.recorded_at < cutoff)).scalar()
+            if last is None:
+                return PruneReport(cutoff, 0, None)
+            last_hash = conn.execute(select(records.c.hash).where(records.c.seq == last)).scalar_one()
+            finished = [
+                r.run_id
+                for r in conn.execute(
+                    select(run_summaries.c.run_id, run_summaries.c.status).where(run_summaries.c.last_seq <= last)
+                )
+                if r.status not in (None, "running", "interrupted", "pending")
+            ]
+            pruned = conn.execute(delete(records).where(records.c.seq <= last)).rowcount
+            conn.execute(delete(run_summaries).where(run_summaries.c.last_seq <= last))
+            now = utc_iso()
+            mark = sign_mark(SignedMark("anchor", last, last_hash, now, extra={"pruned": pruned, "before": cutoff}), self.hmac_key)
+            conn.execute(insert(anchors).values(seq=last, hash=last_hash, recorded_at=now, pruned=pruned, before=cutoff,
+                                                signature=mark.signature))
+            self._append(conn, [NewRecord("checkpoint", {"event": "prune", "before": cutoff, "pruned": pruned,
+                                                         "through_seq": last, "anchor_hash": last_hash})])
+        return PruneReport(cutoff, pruned, last, finished)
+
+    # -- internals -----------------------------------------------------------------------
+
+    @contextmanager
+    def _write(self) -> Iterator[Connection]:
+        with self._lock:
+            try:
+                with self.engine.execution_options(audit_write=True).begin() as conn:
+                    if self.dialect == "postgresql":
+                        conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_LOCK_KEY})
+                    yield conn
+            except FlotillaError:
+                raise
+            except Exception as exc:
+                raise AuditStoreError(f"audit store write failed ({_safe_url(self.url)}): {exc}") from exc
+
+
+def _engine(url: str) -> Engine:
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite":
+        return create_engine(parsed, pool_pre_ping=True)
+    if parsed.database and parsed.database != ":memory:":
+        Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(parsed, connect_args={"timeout": 30})
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        # pysqlite's own transaction handling is switched off; "begin" below emits BEGIN itself,
+        # IMMEDIATE for writes so the chain head is read under the write lock.
+        dbapi_conn.isolation_level = None
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA synchronous=FULL")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get("audit_write") else "BEGIN")
+
+    return engine
+
+
+def _head(conn: Connection) -> SignedMark | None:
+    row = conn.execute(select(head).where(head.c.id == 1)).first()
+    return None if row is None else SignedMark("head", row.seq, row.hash, row.recorded_at, row.signature)
+
+
+def _anchor(conn: Connection) -> SignedMark | None:
+    row = conn.execute(select(anchors).order_by(anchors.c.id.desc()).limit(1)).first()
+    if row is None:
+        return None
+    return SignedMark("anchor", row.seq, row.hash, row.recorded_at, row.signature, {"pruned": row.pruned, "before": row.before})
+
+
+def _summary_from_row(row: Any) -> RunSummary:
+    summary = dict(row)
+    for key in _LIST_FIELDS:
+        summary[key] = json.loads(summary[key] or "[]")
+    summary["escalated"] = bool(summary["escalated"])
+    return summary
+
+
+def _summary_to_row(summary: RunSummary) -> dict[str, Any]:
+    row = dict(summary)
+    for key in _LIST_FIELDS:
+        row[key] = json.dumps(sorted(summary[key]))
+    return row
+
+
+def _scrubbed(value: Any, sanitizer: Sanitizer) -> Any:
+    if isinstance(value, str):
+        return sanitizer.scrub(value)
+    if isinstance(value, dict):
+        return {k: "[REDACTED]" if sanitizer.secret_key(str(k)) else _scrubbed(v, sanitizer) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_scrubbed(v, sanitizer) for v in value]
+    return value
+
+
+def _safe_url(url: str) -> str:
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return "<unparseable URL>"
