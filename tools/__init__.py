@@ -1,0 +1,73 @@
+"""MCP client side: pooled sessions, the `server.tool` registry, allowlists and pinning.
+
+    hub = open_hub(settings.mcp_servers, config_file=settings.config_file, tracer=telemetry.tracer)
+    view = hub.view(["ledger.*"])          # what one agent may see and call
+    result = await view.call("ledger.find_vendor", {"name": "Northwind"})
+    await hub.aclose()
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TextIO
+
+from opentelemetry.trace import Tracer
+
+from tools.allowlist import Allowlist
+from tools.config import HttpServerConfig, McpServerConfig, StdioServerConfig
+from tools.errors import (
+    ToolArgumentsInvalid,
+    ToolBlocked,
+    ToolConnectionLost,
+    ToolError,
+    ToolNotAllowed,
+    ToolProtocolError,
+    ToolServerUnavailable,
+    ToolTimeout,
+    UnknownTool,
+)
+from tools.hub import ToolHub, ToolInfo, ToolResult, ToolView
+from tools.pins import LOCK_FILE_NAME, PinState, PinStore
+
+__all__ = [
+    "open_hub",
+    "lock_file_for",
+    "ToolHub",
+    "ToolView",
+    "ToolInfo",
+    "ToolResult",
+    "Allowlist",
+    "PinState",
+    "PinStore",
+    "McpServerConfig",
+    "StdioServerConfig",
+    "HttpServerConfig",
+    "ToolError",
+    "UnknownTool",
+    "ToolNotAllowed",
+    "ToolBlocked",
+    "ToolArgumentsInvalid",
+    "ToolTimeout",
+    "ToolServerUnavailable",
+    "ToolConnectionLost",
+    "ToolProtocolError",
+]
+
+
+def lock_file_for(config_file: Path | None) -> Path:
+    """The pin lock file lives beside flotilla.yaml (or in the working directory without one)."""
+    return (config_file.parent if config_file is not None else Path.cwd()) / LOCK_FILE_NAME
+
+
+def open_hub(
+    servers: Mapping[str, McpServerConfig],
+    *,
+    config_file: Path | None = None,
+    lock_file: Path | None = None,
+    tracer: Tracer | None = None,
+    errlog: TextIO | None = None,
+) -> ToolHub:
+    """A ToolHub over the configured servers. Nothing connects until a tool is first used."""
+    pins = PinStore(lock_file or lock_file_for(config_file))
+    return ToolHub(servers, pins=pins, tracer=tracer, errlog=errlog)

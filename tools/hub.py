@@ -1,0 +1,273 @@
+"""The tool hub: every configured MCP server's tools under `server.tool`, called through the pool.
+
+A call goes: allowlist → pin check → argument validation (JSON Schema) → pooled session,
+inside an OTel span `execute_tool <server.tool>`. Whatever is refused is a typed error and
+an event on that span, so the trail shows what an agent tried and why it was stopped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, TextIO
+
+from jsonschema import validators
+from jsonschema.exceptions import SchemaError
+from mcp_types import CallToolResult, TextContent, Tool
+from opentelemetry import trace
+from opentelemetry.trace import Span, StatusCode, Tracer
+
+from tools.allowlist import Allowlist
+from audit.errors import ConfigError
+from tools.config import SERVER_NAME_PATTERN, McpServerConfig
+from tools.connection import ServerConnection
+from tools.errors import ToolArgumentsInvalid, ToolBlocked, ToolError, ToolNotAllowed, UnknownTool
+from tools.pins import PinState, PinStore
+
+__all__ = ["ToolHub", "ToolInfo", "ToolResult", "ToolView"]
+
+_MAX_ERRORS_SHOWN = 5
+
+
+@dataclass(frozen=True, slots=True)
+class ToolInfo:
+    server: str
+    tool: Tool
+    pin: PinState
+
+    @property
+    def name(self) -> str:
+        return f"{self.server}.{self.tool.name}"
+
+    @property
+    def description(self) -> str:
+        return self.tool.description or ""
+
+    @property
+    def input_schema(self) -> dict[str, Any]:
+        return self.tool.input_schema
+
+    @property
+    def retry_safe(self) -> bool:
+        hints = self.tool.annotations
+        return bool(hints and (hints.read_only_hint or hints.idempotent_hint))
+
+    @property
+    def blocked(self) -> bool:
+        return self.pin is not PinState.PINNED
+
+
+@dataclass(frozen=True, slots=True)
+class ToolResult:
+    name: str
+    arguments: dict[str, Any]
+    is_error: bool
+    text: str
+    """The text content blocks, joined; other blocks are summarised (`[image/png]`)."""
+    structured: dict[str, Any] | None
+    latency_ms: float
+
+    def observation(self, limit: int = 4000) -> str:
+        """What a model sees: structured content when there is some, else the text."""
+        import json
+
+        body = json.dumps(self.structured, ensure_ascii=False) if self.structured is not None else self.text
+        return body if len(body) <= limit else body[:limit] + " …[truncated]"
+
+
+@dataclass(eq=False)
+class _Listing:
+    generation: int
+    tools: dict[str, ToolInfo]
+
+
+class ToolHub:
+    """All MCP servers of one runtime, their pooled sessions and pins. Share one per process."""
+
+    def __init__(
+        self,
+        servers: Mapping[str, McpServerConfig],
+        *,
+        pins: PinStore,
+        tracer: Tracer | None = None,
+        errlog: TextIO | None = None,
+    ) -> None:
+        for name in servers:
+            if not SERVER_NAME_PATTERN.match(name):
+                raise ConfigError(f"MCP server name {name!r} may only use letters, digits, '_' and '-' (it prefixes `server.tool`)")
+        self._connections = {name: ServerConnection(name, cfg, errlog=errlog) for name, cfg in servers.items()}
+        self.pins = pins
+        self._tracer = tracer or trace.NoOpTracer()
+        self._listings: dict[str, _Listing] = {}
+        self._list_locks: dict[str, asyncio.Lock] = {name: asyncio.Lock() for name in servers}
+        self._validators: dict[tuple[str, int], Any] = {}
+
+    @property
+    def server_names(self) -> list[str]:
+        return sorted(self._connections)
+
+    def connection(self, server: str) -> ServerConnection:
+        try:
+            return self._connections[server]
+        except KeyError:
+            known = ", ".join(self.server_names) or "none"
+            raise UnknownTool(f"no MCP server named {server!r} in flotilla.yaml `mcp_servers:` (configured: {known})") from None
+
+    async def server_tools(self, server: str) -> dict[str, ToolInfo]:
+        """The server's tools with their pin state; listed once per session (re-listed after a reconnect)."""
+        conn = self.connection(server)
+        listing = self._listings.get(server)
+        if listing is not None and listing.generation == conn.generation and conn.connected:
+            return listing.tools
+        async with self._list_locks[server]:
+            listing = self._listings.get(server)
+            if listing is not None and listing.generation == conn.generation and conn.connected:
+                return listing.tools
+            tools = await conn.list_tools()
+            states = self.pins.check(server, tools)
+            listing = _Listing(conn.generation, {t.name: ToolInfo(server, t, states[t.name]) for t in tools})
+            self._listings[server] = listing
+            return listing.tools
+
+    async def tools(self, allow: Allowlist | None = None) -> list[ToolInfo]:
+        """Every tool of every server the allowlist can reach (all servers when None)."""
+        servers = [s for s in self.server_names if allow is None or allow.may_touch_server(s)]
+        listings = await asyncio.gather(*(self.server_tools(s) for s in servers))
+        found = [info for listing in listings for info in listing.values()]
+        return [info for info in found if allow is None or allow.allows(info.name)]
+
+    async def approve(self, server: str, tool: str | None = None) -> list[str]:
+        """Re-pin a server's current tool definitions (all, or one); returns the tools approved."""
+        conn = self.connection(server)
+        tools = await conn.list_tools()
+        if tool is not None and tool not in {t.name for t in tools}:
+            raise UnknownTool(f"MCP server {server!r} has no tool {tool!r}")
+        approved = self.pins.approve(server, tools, only=tool)
+        self._listings.pop(server, None)
+        return approved
+
+    def view(self, patterns: Iterable[str] | Allowlist) -> ToolView:
+        allow = patterns if isinstance(patterns, Allowlist) else Allowlist.of(patterns)
+        return ToolView(self, allow)
+
+    async def call(
+        self, name: str, arguments: Mapping[str, Any] | None, *, allow: Allowlist | None = None, timeout_s: float | None = None
+    ) -> ToolResult:
+        """Call `server.tool`. Raises a ToolError subclass when refused or when the call fails;
+        a tool that *ran* and reported failure comes back as `ToolResult(is_error=True)`."""
+        args = dict(arguments or {})
+        with self._tracer.start_as_current_span(
+            f"execute_tool {name}", record_exception=False, set_status_on_exception=False
+        ) as span:
+            span.set_attribute("gen_ai.operation.name", "execute_tool")
+            span.set_attribute("gen_ai.tool.name", name)
+            span.set_attribute("gen_ai.tool.type", "extension")
+            try:
+                info = await self._admit(name, args, allow, span)
+                started = time.perf_counter()
+                conn = self._connections[info.server]
+                raw = await conn.call_tool(info.tool.name, args, timeout_s=timeout_s, retry_safe=info.retry_safe)
+                result = _to_result(name, args, raw, (time.perf_counter() - started) * 1000)
+            except ToolError as exc:
+                span.set_attribute("error.type", exc.code)
+                span.set_status(StatusCode.ERROR, exc.message)
+                raise
+            except BaseException as exc:  # cancellation or a bug: still close the span as failed
+                span.set_attribute("error.type", type(exc).__name__)
+                span.set_status(StatusCode.ERROR, type(exc).__name__)
+                raise
+            if result.is_error:
+                span.set_attribute("error.type", "tool_error_result")
+                span.set_status(StatusCode.ERROR, result.text[:200])
+            return result
+
+    async def _admit(self, name: str, args: dict[str, Any], allow: Allowlist | None, span: Span) -> ToolInfo:
+        def deny(error: ToolError) -> ToolError:
+            span.add_event("flotilla.tool.denied", {"flotilla.tool.deny_reason": error.code, "message": error.message})
+            return error
+
+        server, dot, tool = name.partition(".")
+        if not dot or not server or not tool:
+            raise deny(UnknownTool(f"tool names are `server.tool`; got {name!r}"))
+        if allow is not None and not allow.allows(name):
+            raise deny(ToolNotAllowed(f"{name} is not in this agent's `tools:` allowlist ({', '.join(allow.patterns) or 'empty'})"))
+        if server not in self._connections:
+            raise deny(UnknownTool(f"no MCP server named {server!r} in flotilla.yaml `mcp_servers:`"))
+        span.set_attribute("flotilla.tool.server", server)
+        info = (await self.server_tools(server)).get(tool)
+        if info is None:
+            raise deny(UnknownTool(f"MCP server {server!r} has no tool {tool!r}"))
+        span.set_attribute("flotilla.tool.pin", info.pin.value)
+        if info.blocked:
+            why = "changed its description or input schema since it was pinned" if info.pin is PinState.CHANGED else "appeared after the server was pinned"
+            raise deny(ToolBlocked(f"{name} {why}; review it, then run `flotilla tools approve {name}`"))
+        problems = self._validate(info, args)
+        if problems:
+            raise deny(ToolArgumentsInvalid(f"arguments for {name} do not match its input schema: {'; '.join(problems)}"))
+        return info
+
+    def _validate(self, info: ToolInfo, args: dict[str, Any]) -> list[str]:
+        key = (info.name, id(info.tool))
+        validator = self._validators.get(key)
+        if validator is None:
+            schema = info.input_schema or {"type": "object"}
+            cls = validators.validator_for(schema)
+            try:
+                cls.check_schema(schema)
+            except SchemaError:
+                return []  # an invalid schema from the server cannot be enforced; the server still validates
+            validator = cls(schema)
+            self._validators[key] = validator
+        errors = sorted(validator.iter_errors(args), key=lambda e: list(e.absolute_path))
+        shown = [f"{'/'.join(map(str, e.absolute_path)) or '(root)'}: {e.message}" for e in errors[:_MAX_ERRORS_SHOWN]]
+        if len(errors) > _MAX_ERRORS_SHOWN:
+            shown.append(f"… {len(errors) - _MAX_ERRORS_SHOWN} more")
+        return shown
+
+    async def aclose(self) -> None:
+        await asyncio.gather(*(conn.aclose() for conn in self._connections.values()))
+
+    async def __aenter__(self) -> ToolHub:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+
+@dataclass(frozen=True, slots=True)
+class ToolView:
+    """What one agent sees: the hub filtered by its allowlist. Blocked tools are listed by
+    `tools()` with their pin state but left out of `usable()`; calling one raises ToolBlocked."""
+
+    hub: ToolHub
+    allow: Allowlist
+
+    async def tools(self) -> list[ToolInfo]:
+        return await self.hub.tools(self.allow)
+
+    async def usable(self) -> list[ToolInfo]:
+        return [info for info in await self.tools() if not info.blocked]
+
+    async def call(self, name: str, arguments: Mapping[str, Any] | None, *, timeout_s: float | None = None) -> ToolResult:
+        return await self.hub.call(name, arguments, allow=self.allow, timeout_s=timeout_s)
+
+
+def _to_result(name: str, args: dict[str, Any], raw: CallToolResult, latency_ms: float) -> ToolResult:
+    parts: list[str] = []
+    for block in raw.content:
+        if isinstance(block, TextContent):
+            parts.append(block.text)
+        else:
+            mime = getattr(block, "mime_type", None) or getattr(block, "type", "content")
+            uri = getattr(getattr(block, "resource", None), "uri", None) or getattr(block, "uri", None)
+            parts.append(f"[{mime}{' ' + str(uri) if uri else ''}]")
+    return ToolResult(
+        name=name,
+        arguments=args,
+        is_error=bool(raw.is_error),
+        text="\n".join(parts),
+        structured=raw.structured_content,
+        latency_ms=latency_ms,
+    )
