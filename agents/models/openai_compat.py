@@ -8,6 +8,7 @@ Retries with exponential backoff on connection errors, 5xx and 429 — never on 
 
 from __future__ import annotations
 
+import json
 import time
 
 import openai
@@ -84,6 +85,8 @@ class OpenAICompatibleClient:
             raise kind(f"model {self.model!r} at {self._client.base_url} answered HTTP {exc.status_code}: {_detail(exc)}") from None
         except openai.OpenAIError as exc:
             raise ModelBadResponse(f"model {self.model!r} at {self._client.base_url}: {exc}") from None
+        except json.JSONDecodeError as exc:
+            raise ModelBadResponse(f"model {self.model!r} at {self._client.base_url} answered with a body that is not JSON ({exc.msg})") from None
         if not getattr(response, "choices", None):
             raise ModelBadResponse(f"model {self.model!r} at {self._client.base_url} returned no choices")
         choice = response.choices[0]

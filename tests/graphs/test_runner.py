@@ -1,0 +1,170 @@
+"""Running workflows: routing, repair, typed failures, kept runs, resume, spans, bad input.
+
+The model here is a FunctionModel: these tests are about orchestration logic, which must not
+depend on what a real model says. The embedded model's own path is tested in test_demo.py.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from agents.models.base import ChatRequest, ModelUnavailable
+from agents.models.testing import FunctionModel
+from graphs import load_workflow
+from graphs.python_example import build_triage_graph
+
+from .conftest import TRIAGE_ANSWERS, canned
+
+PROMPTS = Path(__file__).resolve().parents[2] / "agents" / "document_triage"
+
+
+async def test_document_triage_runs_every_agent_in_order(harness) -> None:
+    h = harness()
+    events = []
+    result = await h.runner.run(load_workflow("document_triage"), "invoice text", initiator="test", on_event=events.append)
+    assert result.status == "succeeded", result.error
+    assert [s["agent"] for s in result.steps] == ["extract", "analyze", "decide", "write"]
+    assert result.output == TRIAGE_ANSWERS["Note"]
+    assert all(s["ok"] and s["model"] == "function-model" for s in result.steps)
+    assert [e.kind for e in events] == ["started", *["notice"] * 4, *["step"] * 4, "finished"]
+    assert any("has no endpoint configured" in n for n in result.notices)
+    record = h.runs.get_run(result.run_id)
+    assert record.status == "succeeded" and record.input == "invoice text" and len(record.steps) == 4
+
+
+async def test_spans_nest_run_agent_model_with_genai_attributes(harness) -> None:
+    h = harness()
+    result = await h.runner.run(load_workflow("document_triage"), "invoice text")
+    spans = {s["context"]["span_id"]: s for s in h.spans()}
+    [run] = [s for s in spans.values() if s["name"] == "invoke_workflow document_triage"]
+    assert run["attributes"]["flotilla.run_id"] == result.run_id
+    agents = [s for s in spans.values() if s["name"].startswith("invoke_agent")]
+    assert {s["parent_id"] for s in agents} == {run["context"]["span_id"]}
+    chats = [s for s in spans.values() if s["name"].startswith("chat")]
+    assert len(chats) == 4 and {spans[c["parent_id"]]["name"] for c in chats} == {s["name"] for s in agents}
+    attrs = chats[0]["attributes"]
+    assert attrs["gen_ai.operation.name"] == "chat" and attrs["gen_ai.usage.output_tokens"] > 0
+    assert attrs["gen_ai.provider.name"] == "function" and "gen_ai.request.model" in attrs
+
+
+async def test_policy_turns_approve_into_hold_when_checks_fail(harness) -> None:
+    answers = {**TRIAGE_ANSWERS, "Invoice": {**TRIAGE_ANSWERS["Invoice"], "total": 9999.0}}
+    result = await harness(canned(answers)).runner.run(load_workflow("document_triage"), "invoice text")
+    decide = result.steps[2]
+    assert decide["output"]["decision"] == "hold"
+    assert "total_matches" in decide["notes"][0]
+
+
+async def test_not_an_invoice_still_finishes_with_hold(harness) -> None:
+    nothing = {k: None for k in TRIAGE_ANSWERS["Invoice"]} | {"line_items": []}
+    result = await harness(canned({**TRIAGE_ANSWERS, "Invoice": nothing})).runner.run(load_workflow("document_triage"), "a poem about the sea")
+    assert result.status == "succeeded"
+    assert result.steps[0]["output"]["vendor"] is None
+    assert result.steps[2]["output"]["decision"] == "hold"
+    assert "required_fields" in result.steps[2]["output"]["reasons"][0]
+
+
+async def test_invalid_reply_is_repaired_once(harness) -> None:
+    replies = iter(['{"decision": "maybe"}'])
+
+    def respond(request: ChatRequest) -> str:
+        if request.schema_name == "Decision":
+            nxt = next(replies, None)
+            if nxt is not None:
+                return nxt
+        return json.dumps(TRIAGE_ANSWERS[request.schema_name])
+
+    model = FunctionModel(respond)
+    result = await harness(model).runner.run(load_workflow("document_triage"), "invoice text")
+    assert result.status == "succeeded"
+    assert result.steps[2]["repaired"] is True
+    repair_prompt = model.requests[3].messages[-1]["content"]
+    assert "not valid" in repair_prompt and "decision" in repair_prompt
+
+
+async def test_reply_still_invalid_after_repair_fails_the_run_and_keeps_it(harness) -> None:
+    def respond(request: ChatRequest) -> str:
+        return "not json" if request.schema_name == "Analysis" else json.dumps(TRIAGE_ANSWERS[request.schema_name])
+
+    h = harness(FunctionModel(respond))
+    result = await h.runner.run(load_workflow("document_triage"), "invoice text")
+    assert result.status == "failed"
+    assert result.error["type"] == "AgentOutputInvalid" and "Analysis" in result.error["message"]
+    assert [s["ok"] for s in result.steps] == [True, False]
+    record = h.runs.get_run(result.run_id)
+    assert record.status == "failed" and record.input == "invoice text" and record.error["code"] == "agent_output_invalid"
+    failed = [s for s in h.spans() if s["name"] == "invoke_agent analyze"]
+    assert failed[0]["status"]["status_code"] == "ERROR"
+
+
+async def test_resume_continues_from_the_last_completed_step(harness) -> None:
+    down = {"yes": True}
+
+    def respond(request: ChatRequest) -> str:
+        if request.schema_name == "Decision" and down["yes"]:
+            raise ModelUnavailable("decide endpoint is down")
+        return json.dumps(TRIAGE_ANSWERS[request.schema_name])
+
+    model = FunctionModel(respond)
+    h = harness(model)
+    spec = load_workflow("document_triage")
+    first = await h.runner.run(spec, "invoice text")
+    assert first.status == "failed" and first.error["code"] == "model_unavailable"
+    calls_before = len(model.requests)
+
+    down["yes"] = False
+    second = await h.runner.resume(spec, first.run_id)
+    assert second.status == "succeeded", second.error
+    assert [r.schema_name for r in model.requests[calls_before:]] == ["Decision", "Note"]
+    assert [s["agent"] for s in second.steps] == ["extract", "analyze", "decide", "write"]
+    assert h.runs.get_run(first.run_id).status == "succeeded"
+
+
+async def test_switch_edges_route_on_an_output_field(harness, tmp_path: Path) -> None:
+    workflow = tmp_path / "route.yaml"
+    workflow.write_text(
+        f"""
+name: route
+agents:
+  decide: {{role: d, instructions: {PROMPTS / 'decide.md'}, output_schema: agents.document_triage.schemas:Decision}}
+  write: {{role: w, instructions: {PROMPTS / 'write.md'}, output_schema: agents.document_triage.schemas:Note}}
+edges:
+  - {{from: decide, switch: decide.decision, cases: {{reject: END}}, default: write}}
+"""
+    )
+    spec = load_workflow(workflow)
+    approve = await harness().runner.run(spec, "x")
+    assert [s["agent"] for s in approve.steps] == ["decide", "write"]
+    rejecting = {**TRIAGE_ANSWERS, "Decision": {"decision": "reject", "reasons": ["wrong"], "confidence": 1.0}}
+    reject = await harness(canned(rejecting)).runner.run(spec, "x")
+    assert [s["agent"] for s in reject.steps] == ["decide"]
+    assert reject.output["decision"] == "reject"
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        (b"", "input is empty"),
+        (b"   \n\t ", "input is empty"),
+        (b"\xff\xfe invoice", "not UTF-8"),
+        (b"x" * 2000, "the limit is 1,000"),
+    ],
+)
+async def test_bad_input_is_a_typed_error_and_the_run_is_kept(harness, data: bytes, expected: str) -> None:
+    h = harness(max_input_bytes=1000)
+    result = await h.runner.run(load_workflow("document_triage"), data)
+    assert result.status == "failed"
+    assert result.error["code"] == "invalid_input" and expected in result.error["message"]
+    assert h.runs.get_run(result.run_id).status == "failed"
+    assert any(s["name"] == "invoke_workflow document_triage" for s in h.spans())
+
+
+async def test_python_example_builds_the_same_graph(harness) -> None:
+    h = harness()
+    graph = build_triage_graph(h.registry, h.telemetry.tracer)
+    state = await graph.ainvoke({"input": "invoice text", "outputs": {}, "steps": []})
+    assert [s["agent"] for s in state["steps"]] == ["extract", "analyze", "decide", "write"]
+    assert state["outputs"]["write"] == TRIAGE_ANSWERS["Note"]

@@ -1,0 +1,86 @@
+"""The OpenAI-compatible client against a real local HTTP server that misbehaves on cue."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from agents.models.base import ChatRequest, ModelBadResponse, ModelTimeout, ModelUnavailable
+from agents.models.openai_compat import OpenAICompatibleClient
+from tests.support.scripted_openai import Reply, ScriptedOpenAI
+from tests.support.servers import free_port, serve_app
+
+SCHEMA = {"type": "object", "properties": {"ok": {"type": "boolean"}}, "required": ["ok"]}
+REQUEST = ChatRequest(messages=[{"role": "user", "content": "hi"}], json_schema=SCHEMA, schema_name="Ok")
+
+
+async def complete(url: str, request: ChatRequest = REQUEST, **options):
+    client = OpenAICompatibleClient(base_url=f"{url}/v1", model="specialist", backoff_s=0.01, **options)
+    try:
+        return await client.complete(request)
+    finally:
+        await client.aclose()
+
+
+async def test_structured_output_request_and_usage() -> None:
+    server = ScriptedOpenAI([Reply('{"ok": true}')])
+    with serve_app(server.app()) as url:
+        result = await complete(url)
+    assert json.loads(result.text) == {"ok": True}
+    assert (result.input_tokens, result.output_tokens, result.provider) == (11, 2, "openai-compatible")
+    [body] = server.requests
+    assert body["model"] == "specialist"
+    assert body["response_format"] == {"type": "json_schema", "json_schema": {"name": "Ok", "schema": SCHEMA, "strict": True}}
+
+
+@pytest.mark.parametrize("status", [500, 502, 503, 429])
+async def test_retries_on_5xx_and_429_then_succeeds(status: int) -> None:
+    server = ScriptedOpenAI([Reply(status=status), Reply(status=status), Reply('{"ok": true}')])
+    with serve_app(server.app()) as url:
+        result = await complete(url, max_retries=3)
+    assert json.loads(result.text) == {"ok": True}
+    assert len(server.requests) == 3
+
+
+async def test_gives_up_after_max_retries_with_a_typed_error() -> None:
+    server = ScriptedOpenAI(default=lambda body: Reply(status=503))
+    with serve_app(server.app()) as url:
+        with pytest.raises(ModelUnavailable, match="HTTP 503"):
+            await complete(url, max_retries=2)
+    assert len(server.requests) == 3
+
+
+@pytest.mark.parametrize("status", [400, 401, 404, 422])
+async def test_never_retries_other_4xx(status: int) -> None:
+    server = ScriptedOpenAI(default=lambda body: Reply(status=status))
+    with serve_app(server.app()) as url:
+        with pytest.raises(ModelBadResponse, match=f"HTTP {status}"):
+            await complete(url, max_retries=3)
+    assert len(server.requests) == 1
+
+
+async def test_slow_server_times_out_within_the_deadline() -> None:
+    server = ScriptedOpenAI(default=lambda body: Reply('{"ok": true}', delay_s=5))
+    with serve_app(server.app()) as url:
+        started = time.monotonic()
+        with pytest.raises(ModelTimeout, match="did not answer within 0.5s"):
+            await complete(url, ChatRequest(messages=REQUEST.messages, timeout_s=0.5), max_retries=3)
+        assert time.monotonic() - started < 2.5
+
+
+@pytest.mark.parametrize("raw", ["<html>oops</html>", '{"choices": []}', '{"id": 1}'])
+async def test_garbage_body_is_a_bad_response(raw: str) -> None:
+    server = ScriptedOpenAI(default=lambda body: Reply(raw=raw))
+    with serve_app(server.app()) as url:
+        with pytest.raises(ModelBadResponse):
+            await complete(url)
+
+
+async def test_server_down_is_unavailable_after_retries() -> None:
+    port = free_port()  # nothing listens here
+    started = time.monotonic()
+    with pytest.raises(ModelUnavailable, match="cannot reach"):
+        await complete(f"http://127.0.0.1:{port}", max_retries=2)
+    assert time.monotonic() - started < 5
