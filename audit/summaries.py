@@ -72,7 +72,7 @@ def fold_span(summary: RunSummary, span: dict[str, Any]) -> None:
         summary["workflow_version"] = attrs.get(sc.WORKFLOW_VERSION) or summary["workflow_version"]
         summary["initiator"] = attrs.get(sc.INITIATOR) or summary["initiator"]
         summary["sensitivity"] = attrs.get(sc.SENSITIVITY) or summary["sensitivity"]
-        status = attrs.get(sc.RUN_STATUS) or ("failed" if span.get("status") == "ERROR" else "succeeded")
+        status = attrs.get(sc.RUN_STATUS) or attrs.get("flotilla.status") or ("failed" if span.get("status") == "ERROR" else "succeeded")
         summary["status"] = status
         if span.get("status") == "ERROR":
             summary["error"] = span.get("status_message") or attrs.get("error.type")

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import platformdirs
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, YamlConfigSettingsSource
 
 from agents.models.registry import ModelEndpoint
@@ -45,7 +45,19 @@ class Settings(BaseSettings):
     mcp_servers: dict[str, McpServerConfig] = Field(default_factory=dict)
     """MCP servers agents may use, by name (tools are `name.tool`); see tools/config.py."""
     embedded_max_tokens: int = Field(default=384, gt=0)
+    audit_url: str | None = None
+    """Audit store (SQLAlchemy URL); default sqlite:///<data_dir>/audit.sqlite. Postgres: postgresql+psycopg://…"""
+    audit_content: Literal["off", "redacted", "full"] = "redacted"
+    """What prompt/response/tool content the audit trail and OTLP keep."""
+    audit_hmac_key: SecretStr | None = None
+    """FLOTILLA_AUDIT_HMAC_KEY: signs the chain head and prune checkpoints."""
+    audit_token: SecretStr | None = None
+    """FLOTILLA_AUDIT_TOKEN: the compliance role's token for the /audit web page."""
     config_file: Path | None = None
+
+    @property
+    def audit_store_url(self) -> str:
+        return self.audit_url or f"sqlite:///{self.data_dir / 'audit.sqlite'}"
 
     @field_validator("models", mode="before")
     @classmethod
