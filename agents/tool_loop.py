@@ -1,0 +1,264 @@
+"""The agent tool loop: the model picks a tool call or a final answer, at most `max_steps` times.
+
+Each turn the model must answer with JSON matching one of
+
+    {"tool": "<server.tool>", "arguments": {...}}   one branch per allowed tool, its arguments
+                                                    constrained by that tool's input schema
+    {"final": {...}}                                the agent's output schema
+
+so the same loop works on the embedded model (xgrammar enforces the union) and on any
+OpenAI-compatible endpoint with JSON-schema structured outputs (vLLM). The last turn offers
+only `final`, so the loop always ends with an answer or a typed error. Tool failures — an
+`isError` result, arguments the schema rejects, a tool outside the allowlist, a timeout —
+go back to the model as observations and are kept in the call records.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from jsonschema import validators
+from opentelemetry import trace
+from opentelemetry.trace import StatusCode, Tracer
+
+from agents.models.base import ChatRequest, ChatResult, ModelClient, ModelError
+from tools import ToolError, ToolInfo, ToolView
+
+__all__ = ["run_tool_loop", "ToolLoopResult", "ToolCallRecord", "ToolLoopExhausted", "action_schema"]
+
+_ACTION_SCHEMA_NAME = "agent_action"
+
+
+class ToolLoopExhausted(ModelError):
+    """The model used up its steps without a final answer that matches the output schema."""
+
+    code = "tool_loop_exhausted"
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCallRecord:
+    step: int
+    tool: str
+    arguments: dict[str, Any]
+    is_error: bool
+    """True when the tool reported failure or the call was refused (see `error_code`)."""
+    error_code: str | None
+    """The typed error's code when the call was refused or failed before a result."""
+    observation: str
+    """What the model was shown (truncated)."""
+    latency_ms: float
+
+
+@dataclass(slots=True)
+class ToolLoopResult:
+    output: dict[str, Any]
+    calls: list[ToolCallRecord]
+    steps: int
+    """Model turns taken (tool calls + the final answer + rejected replies)."""
+    model_results: list[ChatResult] = field(default_factory=list)
+
+    @property
+    def input_tokens(self) -> int:
+        return sum(r.input_tokens for r in self.model_results)
+
+    @property
+    def output_tokens(self) -> int:
+        return sum(r.output_tokens for r in self.model_results)
+
+
+async def run_tool_loop(
+    messages: list[dict[str, str]],
+    tools: ToolView,
+    model: ModelClient,
+    output_schema: dict[str, Any],
+    *,
+    max_steps: int = 6,
+    tracer: Tracer | None = None,
+    agent_name: str | None = None,
+    max_tokens: int = 384,
+    timeout_s: float | None = None,
+    observation_chars: int = 2000,
+) -> ToolLoopResult:
+    """Run the loop and return the validated final output with the record of every tool call.
+
+    `messages` are the agent's own (system instructions + user input); the loop adds a system
+    message describing the allowed tools and the reply protocol.
+    """
+    if max_steps < 1:
+        raise ValueError("max_steps must be at least 1")
+    tracer = tracer or trace.NoOpTracer()
+    usable = await tools.usable()
+    by_name = {info.name: info for info in usable}
+    final_validator = _validator(output_schema)
+    conversation = [*messages, {"role": "system", "content": _protocol_prompt(usable)}]
+    result = ToolLoopResult(output={}, calls=[], steps=0)
+    seen_calls: dict[str, str] = {}
+
+    for step in range(1, max_steps + 1):
+        last = step == max_steps
+        schema = action_schema([] if last else usable, output_schema)
+        if last and usable:
+            conversation.append({"role": "user", "content": "No more tool calls are possible: answer now with {\"final\": ...}."})
+        reply = await _chat(model, conversation, schema, tracer, agent_name, max_tokens, timeout_s)
+        result.model_results.append(reply)
+        result.steps = step
+        conversation.append({"role": "assistant", "content": reply.text})
+        action, problem = _parse_action(reply.text)
+        if problem:
+            conversation.append({"role": "user", "content": f"That reply is not valid: {problem}. Reply with JSON only."})
+            continue
+        if "final" in action:
+            errors = [e.message for e in final_validator.iter_errors(action["final"])]
+            if not errors:
+                result.output = action["final"]
+                return result
+            conversation.append({"role": "user", "content": f"The final answer does not match the output format: {'; '.join(errors[:3])}."})
+            continue
+        name, arguments = action["tool"], action.get("arguments") or {}
+        key = json.dumps([name, arguments], sort_keys=True)
+        if key in seen_calls:  # small models repeat themselves; the answer is already above
+            conversation.append({"role": "user", "content": f"You already called {name} with these arguments; its result is above. Use it."})
+            continue
+        record = await _call_tool(tools, by_name, step, name, arguments, observation_chars)
+        result.calls.append(record)
+        seen_calls[key] = record.observation
+        label = "TOOL ERROR" if record.is_error else "TOOL RESULT"
+        conversation.append({"role": "user", "content": f"{label} {name}:\n{record.observation}"})
+
+    raise ToolLoopExhausted(
+        f"{'agent ' + repr(agent_name) + ': ' if agent_name else ''}no valid final answer within {max_steps} steps "
+        f"({len(result.calls)} tool calls); raise max_steps or simplify the output schema"
+    )
+
+
+def action_schema(tools: list[ToolInfo], output_schema: dict[str, Any]) -> dict[str, Any]:
+    """The JSON schema of one turn: a call of one of `tools` or the final answer."""
+    defs: dict[str, Any] = {}
+    branches = []
+    for index, info in enumerate(tools):
+        arguments = _hoist_defs(_clean(info.input_schema or {"type": "object"}), f"t{index}_", defs)
+        branches.append(
+            {
+                "type": "object",
+                "properties": {"tool": {"const": info.name}, "arguments": arguments},
+                "required": ["tool", "arguments"],
+                "additionalProperties": False,
+            }
+        )
+    final = _hoist_defs(_clean(output_schema), "out_", defs)
+    branches.append({"type": "object", "properties": {"final": final}, "required": ["final"], "additionalProperties": False})
+    schema: dict[str, Any] = branches[0] if len(branches) == 1 else {"anyOf": branches}
+    if defs:
+        schema = {**schema, "$defs": defs}
+    return schema
+
+
+# -- internals ---------------------------------------------------------------------------
+
+
+async def _chat(
+    model: ModelClient,
+    messages: list[dict[str, str]],
+    schema: dict[str, Any],
+    tracer: Tracer,
+    agent_name: str | None,
+    max_tokens: int,
+    timeout_s: float | None,
+) -> ChatResult:
+    request = ChatRequest(messages=list(messages), json_schema=schema, schema_name=_ACTION_SCHEMA_NAME, max_tokens=max_tokens, timeout_s=timeout_s)
+    with tracer.start_as_current_span(f"chat {model.name}", record_exception=False, set_status_on_exception=False) as span:
+        span.set_attributes({"gen_ai.operation.name": "chat", "gen_ai.request.model": model.name, "gen_ai.output.type": "json"})
+        if agent_name:
+            span.set_attribute("gen_ai.agent.name", agent_name)
+        try:
+            reply = await model.complete(request)
+        except ModelError as exc:
+            span.set_status(StatusCode.ERROR, exc.message)
+            span.set_attribute("error.type", exc.code)
+            raise
+        span.set_attributes(
+            {
+                "gen_ai.provider.name": reply.provider,
+                "gen_ai.response.model": reply.model,
+                "gen_ai.usage.input_tokens": reply.input_tokens,
+                "gen_ai.usage.output_tokens": reply.output_tokens,
+            }
+        )
+        return reply
+
+
+async def _call_tool(
+    tools: ToolView, known: dict[str, ToolInfo], step: int, name: str, arguments: Any, limit: int
+) -> ToolCallRecord:
+    started = time.perf_counter()
+    if not isinstance(arguments, dict):
+        return ToolCallRecord(step, name, {}, True, "tool_arguments_invalid", "arguments must be a JSON object", 0.0)
+    try:
+        result = await tools.call(name, arguments)
+    except ToolError as exc:
+        hint = "" if name in known else f" Available tools: {', '.join(sorted(known)) or 'none'}."
+        return ToolCallRecord(step, name, arguments, True, exc.code, exc.message + hint, (time.perf_counter() - started) * 1000)
+    return ToolCallRecord(step, name, arguments, result.is_error, None, result.observation(limit), result.latency_ms)
+
+
+def _parse_action(text: str) -> tuple[dict[str, Any], str]:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        return {}, f"it is not JSON ({exc.msg})"
+    if not isinstance(value, dict):
+        return {}, "it must be a JSON object"
+    if "final" in value:
+        return value, ""
+    if isinstance(value.get("tool"), str):
+        return value, ""
+    return {}, 'it must be {"tool": ..., "arguments": {...}} or {"final": {...}}'
+
+
+def _protocol_prompt(tools: list[ToolInfo]) -> str:
+    if not tools:
+        return 'Reply with JSON only: {"final": <your answer in the output format>}.'
+    lines = [
+        "You can call tools to look things up before answering. Reply with JSON only, either",
+        '{"tool": "<tool name>", "arguments": {...}} to call a tool (its result comes back as TOOL RESULT), or',
+        '{"final": <your answer in the output format>} when you have what you need.',
+        "Tools:",
+    ]
+    for info in tools:
+        props = (info.input_schema or {}).get("properties", {})
+        args = ", ".join(f"{k}: {_type_hint(v)}" for k, v in props.items()) or "none"
+        lines.append(f"- {info.name}({args}): {' '.join(info.description.split())[:300]}")
+    return "\n".join(lines)
+
+
+def _type_hint(prop: dict[str, Any]) -> str:
+    if "type" in prop:
+        return str(prop["type"])
+    kinds = [p.get("type") for p in prop.get("anyOf", []) if isinstance(p, dict) and p.get("type") not in (None, "null")]
+    return "|".join(map(str, kinds)) or "any"
+
+
+def _clean(schema: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in schema.items() if k not in ("$schema", "$id")}
+
+
+def _hoist_defs(schema: dict[str, Any], prefix: str, defs: dict[str, Any]) -> dict[str, Any]:
+    """Move a sub-schema's `$defs`/`definitions` to the root under prefixed names (refs are rewritten)."""
+    local = {**schema.get("definitions", {}), **schema.get("$defs", {})}
+    if not local:
+        return schema
+    text = json.dumps({k: v for k, v in schema.items() if k not in ("$defs", "definitions")})
+    defs_text = json.dumps(local)
+    for old in ("#/$defs/", "#/definitions/"):
+        text = text.replace(f'"{old}', f'"#/$defs/{prefix}')
+        defs_text = defs_text.replace(f'"{old}', f'"#/$defs/{prefix}')
+    defs.update({prefix + name: value for name, value in json.loads(defs_text).items()})
+    return json.loads(text)
+
+
+def _validator(schema: dict[str, Any]) -> Any:
+    cls = validators.validator_for(schema)
+    return cls(schema)
