@@ -1,0 +1,108 @@
+"""`flotilla run` as a user calls it: a subprocess, flotilla.yaml pointing the specialists at
+an OpenAI-compatible endpoint (the production path), JSON on stdout, distinct exit codes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.support.scripted_openai import Reply, ScriptedOpenAI, by_schema, schema_name
+from tests.support.servers import serve_app
+
+from .conftest import ALIASES, TRIAGE_ANSWERS
+
+SAMPLE = Path(__file__).resolve().parents[2] / "graphs" / "samples" / "invoice.txt"
+
+
+def flotilla(tmp: Path, *args: str, stdin: bytes | None = None, url: str | None = None) -> subprocess.CompletedProcess:
+    config = tmp / "flotilla.yaml"
+    if url is not None:
+        lines = ["models:"]
+        for alias in ALIASES:
+            lines += [f"  {alias}:", "    provider: openai-compatible", f"    base_url: {url}/v1", f"    model: {alias}", "    max_retries: 0"]
+        config.write_text("\n".join(lines) + "\n")
+    env = {**os.environ, "FLOTILLA_DATA_DIR": str(tmp / "data"), "FLOTILLA_CACHE_DIR": str(tmp / "cache")}
+    if config.exists():
+        env["FLOTILLA_CONFIG"] = str(config)
+    return subprocess.run(
+        [sys.executable, "-m", "runtime", *args], input=stdin, capture_output=True, env=env, cwd=tmp, timeout=120
+    )
+
+
+@pytest.fixture
+def model_server():
+    server = ScriptedOpenAI(default=by_schema(TRIAGE_ANSWERS))
+    with serve_app(server.app()) as url:
+        yield server, url
+
+
+def test_run_json_succeeds_over_the_openai_compatible_path(tmp_path: Path, model_server) -> None:
+    server, url = model_server
+    proc = flotilla(tmp_path, "run", "document_triage", "--input", str(SAMPLE), "--json", url=url)
+    assert proc.returncode == 0, proc.stderr.decode()
+    result = json.loads(proc.stdout)
+    assert set(result) >= {"run_id", "status", "output", "steps", "error"}
+    assert result["status"] == "succeeded" and result["error"] is None
+    assert result["output"] == TRIAGE_ANSWERS["Note"]
+    step = result["steps"][0]
+    assert set(step) >= {"agent", "model", "ok", "latency_ms", "input_tokens", "output_tokens", "output"}
+    assert [s["model"] for s in result["steps"]] == list(ALIASES)
+    assert "INV-2026-0412" in server.requests[0]["messages"][1]["content"]
+
+
+def test_run_reads_stdin_and_prints_steps(tmp_path: Path, model_server) -> None:
+    _, url = model_server
+    proc = flotilla(tmp_path, "run", "document_triage", "--input", "-", stdin=SAMPLE.read_bytes(), url=url)
+    assert proc.returncode == 0, proc.stderr.decode()
+    out = proc.stdout.decode()
+    for agent in ("extract", "analyze", "decide", "write"):
+        assert agent in out
+    assert "succeeded" in out and "run id" in out and "traces.jsonl" in out
+
+
+def test_failed_run_has_its_own_exit_code_and_can_be_resumed(tmp_path: Path) -> None:
+    server = ScriptedOpenAI(default=lambda body: Reply(status=400) if schema_name(body) == "Decision" else by_schema(TRIAGE_ANSWERS)(body))
+    with serve_app(server.app()) as url:
+        proc = flotilla(tmp_path, "run", "document_triage", "--input", str(SAMPLE), "--json", url=url)
+        assert proc.returncode == 1
+        failed = json.loads(proc.stdout)
+        assert failed["status"] == "failed" and failed["error"]["type"] == "ModelBadResponse"
+        assert [s["ok"] for s in failed["steps"]] == [True, True, False]
+
+        server.default = by_schema(TRIAGE_ANSWERS)
+        before = len(server.requests)
+        proc = flotilla(tmp_path, "run", "--resume", failed["run_id"], "--json")
+        assert proc.returncode == 0, proc.stderr.decode()
+        resumed = json.loads(proc.stdout)
+        assert resumed["run_id"] == failed["run_id"] and resumed["status"] == "succeeded"
+        assert [schema_name(b) for b in server.requests[before:]] == ["Decision", "Note"]
+
+
+@pytest.mark.parametrize(
+    ("args", "stdin", "message"),
+    [
+        (["run", "document_triage", "--input", "missing.txt"], None, "input file missing.txt does not exist"),
+        (["run", "no_such_flow", "--input", "-"], b"x", "no workflow named 'no_such_flow'"),
+        (["run", "document_triage", "--input", "-", "--json"], b"", "input is empty"),
+        (["run", "document_triage", "--input", "-", "--json"], b"\xff\xfe\x00", "not UTF-8"),
+        (["run", "--resume", "nope"], None, "no run 'nope'"),
+    ],
+)
+def test_bad_invocations_exit_2_with_a_message_not_a_traceback(tmp_path: Path, args, stdin, message, model_server) -> None:
+    _, url = model_server
+    proc = flotilla(tmp_path, *args, stdin=stdin, url=url)
+    output = proc.stdout.decode() + proc.stderr.decode()
+    assert proc.returncode == 2, output
+    assert message in output and "Traceback" not in output
+
+
+def test_bad_config_file_is_reported(tmp_path: Path) -> None:
+    (tmp_path / "flotilla.yaml").write_text("models:\n  specialist-extract:\n    provider: telepathy\n")
+    proc = flotilla(tmp_path, "run", "document_triage", "--input", "-", stdin=b"x")
+    err = proc.stderr.decode()
+    assert proc.returncode == 2 and "models.specialist-extract.provider" in err and "Traceback" not in err
