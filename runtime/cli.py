@@ -128,6 +128,7 @@ def _user() -> str:
 
 
 # Sub-apps (one line each, registered by their owners):
+app.add_typer(__import__("runtime.cli_tools", fromlist=["tools_app"]).tools_app)
 
 
 def main() -> None:
