@@ -1,0 +1,74 @@
+"""One run as a self-contained file a person can attach to a case: JSON or HTML.
+
+Both carry every record of the run with the fields needed to recompute its hash, the chain
+status at export time and the signed head, so the file can be checked later against the store.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+from audit.chain import VerifyReport
+from audit.errors import FlotillaError
+from audit.store import AuditStore
+from audit.templating import render
+from audit.tree import build_view
+
+__all__ = ["RunNotFound", "run_bundle", "export_json", "export_html", "EXPORT_FORMAT"]
+
+EXPORT_FORMAT = "flotilla-audit-export/1"
+
+
+class RunNotFound(FlotillaError):
+    """No run with that id in the audit store."""
+
+    code = "audit_run_not_found"
+
+
+def run_bundle(store: AuditStore, run_id: str, chain: VerifyReport | None = None) -> dict[str, Any]:
+    summary = store.run_summary(run_id)
+    records = store.run_records(run_id)
+    if summary is None and not records:
+        raise RunNotFound(f"no run {run_id!r} in the audit store; `flotilla audit runs` lists them")
+    head = store.head()
+    return {
+        "format": EXPORT_FORMAT,
+        "exported_at": datetime.now(UTC).isoformat(),
+        "run": summary,
+        "chain": (chain or store.verify()).to_dict(),
+        "head": head.to_dict() if head else None,
+        "records": [
+            {
+                "seq": r.seq,
+                "kind": r.kind,
+                "run_id": r.run_id,
+                "recorded_at": r.recorded_at,
+                "payload": r.payload,
+                "prev_hash": r.prev_hash,
+                "hash": r.hash,
+            }
+            for r in records
+        ],
+        "hash_rule": "sha256(canonical_json({kind, prev, recorded_at, run_id, seq}) with ,\"payload\":<canonical payload> before the closing brace)",
+    }
+
+
+def export_json(store: AuditStore, run_id: str) -> str:
+    return json.dumps(run_bundle(store, run_id), ensure_ascii=False, indent=2)
+
+
+def export_html(store: AuditStore, run_id: str) -> str:
+    bundle = run_bundle(store, run_id)
+    view = build_view(run_id, store.run_records(run_id))
+    return render(
+        "export.html",
+        run=bundle["run"] or {"run_id": run_id},
+        view=view,
+        chain=bundle["chain"],
+        head=bundle["head"],
+        exported_at=bundle["exported_at"],
+        bundle_json=json.dumps(bundle, ensure_ascii=False).replace("</", "<\\/"),
+        standalone=True,
+    )

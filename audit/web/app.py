@@ -1,0 +1,196 @@
+"""`create_audit_app(store, token)`: a FastAPI sub-app the runtime mounts at /audit.
+
+Server-rendered (Jinja2) and read-only. Access needs the compliance role's own token, given
+as `Authorization: Bearer <token>` or through the sign-in form, which sets an HttpOnly cookie
+holding a digest of the token (never the token itself).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import threading
+import time
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from fastapi import FastAPI, Form, HTTPException, Request
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from fastapi.staticfiles import StaticFiles
+from fastapi.templating import Jinja2Templates
+
+from audit.chain import VerifyReport
+from audit.errors import ConfigError
+from audit.export import RunNotFound, export_html, export_json, run_bundle
+from audit.query import VERDICTS, RunFilter, distinct_values, list_runs
+from audit.store import AuditStore
+from audit.templating import STATIC, environment
+from audit.tree import build_view
+
+__all__ = ["create_audit_app", "COOKIE"]
+
+COOKIE = "flotilla_audit"
+
+
+class _ChainStatus:
+    """Verifying the whole chain costs O(records): cache the report per chain head for a while."""
+
+    def __init__(self, store: AuditStore, ttl_s: float) -> None:
+        self.store, self.ttl_s = store, ttl_s
+        self._lock = threading.Lock()
+        self._cached: tuple[Any, float, VerifyReport] | None = None
+
+    def get(self) -> VerifyReport:
+        head = self.store.head()
+        key = (head.seq, head.hash) if head else None
+        with self._lock:
+            if self._cached and self._cached[0] == key and time.monotonic() - self._cached[1] < self.ttl_s:
+                return self._cached[2]
+            report = self.store.verify()
+            self._cached = (key, time.monotonic(), report)
+            return report
+
+
+def _session_value(token: str) -> str:
+    return hashlib.sha256(f"flotilla-audit-session:{token}".encode()).hexdigest()
+
+
+def _date(value: str | None, field: str) -> datetime | None:
+    if not value:
+        return None
+    try:
+        return datetime.fromisoformat(value).replace(tzinfo=UTC)
+    except ValueError:
+        raise HTTPException(400, f"{field} must be a date like 2026-11-22") from None
+
+
+def create_audit_app(store: AuditStore, token: str, *, chain_ttl_s: float = 30.0) -> FastAPI:
+    if not token:
+        raise ConfigError("the audit page needs its own token: set FLOTILLA_AUDIT_TOKEN (the compliance role)")
+    app = FastAPI(title="flotilla audit", docs_url=None, redoc_url=None, openapi_url=None)
+    templates = Jinja2Templates(env=environment())
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    chain = _ChainStatus(store, chain_ttl_s)
+    session = _session_value(token)
+
+    def authorized(request: Request) -> bool:
+        auth = request.headers.get("authorization", "")
+        if auth.lower().startswith("bearer ") and hmac.compare_digest(auth[7:].strip().encode(), token.encode()):
+            return True
+        cookie = request.cookies.get(COOKIE, "")
+        return bool(cookie) and hmac.compare_digest(cookie.encode(), session.encode())
+
+    def require_page(request: Request) -> Response | None:
+        if authorized(request):
+            return None
+        target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        login = request.url_for("login").include_query_params(next=target)
+        return RedirectResponse(str(login), status_code=303)
+
+    def require_api(request: Request) -> None:
+        if not authorized(request):
+            raise HTTPException(401, "audit token required", headers={"WWW-Authenticate": 'Bearer realm="flotilla-audit"'})
+
+    def run_filter(request: Request) -> RunFilter:
+        q = request.query_params
+        esc = {"yes": True, "true": True, "no": False, "false": False}.get(q.get("escalated", ""))
+        verdict = q.get("verdict") or None
+        if verdict and verdict not in VERDICTS:
+            raise HTTPException(400, f"verdict must be one of {', '.join(VERDICTS)}")
+        until = _date(q.get("until"), "until")
+        return RunFilter(
+            workflow=q.get("workflow") or None,
+            status=q.get("status") or None,
+            since=_date(q.get("since"), "since"),
+            until=until.replace(hour=23, minute=59, second=59) if until else None,
+            verdict=verdict,
+            escalated=esc,
+            model=q.get("model") or None,
+            initiator=q.get("initiator") or None,
+            search=q.get("q") or None,
+            limit=min(int(q.get("limit", 200) or 200), 1000),
+        )
+
+    @app.get("/", response_class=HTMLResponse, name="run_list")
+    def run_list(request: Request) -> Response:
+        if (redirect := require_page(request)) is not None:
+            return redirect
+        flt = run_filter(request)
+        return templates.TemplateResponse(
+            request,
+            "list.html",
+            {
+                "runs": list_runs(store, flt),
+                "f": flt,
+                "since": request.query_params.get("since"),
+                "until": request.query_params.get("until"),
+                "options": distinct_values(store),
+                "verdicts": VERDICTS,
+                "chain": chain.get().to_dict(),
+            },
+        )
+
+    @app.get("/runs/{run_id}", response_class=HTMLResponse, name="run_page")
+    def run_page(request: Request, run_id: str) -> Response:
+        if (redirect := require_page(request)) is not None:
+            return redirect
+        records = store.run_records(run_id)
+        summary = store.run_summary(run_id)
+        if summary is None and not records:
+            raise HTTPException(404, f"no run {run_id!r} in the audit store")
+        return templates.TemplateResponse(
+            request,
+            "run.html",
+            {"run": summary or {"run_id": run_id}, "view": build_view(run_id, records), "chain": chain.get().to_dict()},
+        )
+
+    @app.get("/runs/{run_id}/export", name="run_export")
+    def run_export(request: Request, run_id: str, format: str = "html") -> Response:
+        require_api(request)
+        try:
+            if format == "json":
+                body, media = export_json(store, run_id), "application/json"
+            elif format == "html":
+                body, media = export_html(store, run_id), "text/html; charset=utf-8"
+            else:
+                raise HTTPException(400, "format must be json or html")
+        except RunNotFound as exc:
+            raise HTTPException(404, exc.message) from None
+        filename = f"flotilla-audit-{run_id}.{format}"
+        return Response(body, media_type=media, headers={"Content-Disposition": f'attachment; filename="{filename}"'})
+
+    @app.get("/api/runs", name="api_runs")
+    def api_runs(request: Request) -> JSONResponse:
+        require_api(request)
+        return JSONResponse(list_runs(store, run_filter(request)))
+
+    @app.get("/api/runs/{run_id}", name="api_run")
+    def api_run(request: Request, run_id: str) -> JSONResponse:
+        require_api(request)
+        try:
+            return JSONResponse(run_bundle(store, run_id, chain.get()))
+        except RunNotFound as exc:
+            raise HTTPException(404, exc.message) from None
+
+    @app.get("/api/verify", name="api_verify")
+    def api_verify(request: Request) -> JSONResponse:
+        require_api(request)
+        return JSONResponse(chain.get().to_dict())
+
+    @app.get("/login", response_class=HTMLResponse, name="login")
+    def login_form(request: Request, next: str = "") -> Response:
+        return templates.TemplateResponse(request, "login.html", {"next": next, "error": None})
+
+    @app.post("/login", name="login_submit")
+    def login_submit(request: Request, token_: Annotated[str, Form(alias="token")] = "", next: Annotated[str, Form()] = "") -> Response:
+        if not hmac.compare_digest(token_.encode(), token.encode()):
+            return templates.TemplateResponse(request, "login.html", {"next": next, "error": "That token is not the audit token."}, status_code=401)
+        home = str(request.url_for("run_list"))
+        # Only same-site paths: never redirect somewhere the form was told to.
+        target = next if next.startswith("/") and not next.startswith("//") else home
+        response = RedirectResponse(target, status_code=303)
+        response.set_cookie(COOKIE, session, httponly=True, samesite="strict", secure=request.url.scheme == "https",
+                            path=request.scope.get("root_path") or "/")
+        return response
+
+    return app
