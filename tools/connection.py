@@ -23,7 +23,7 @@ from mcp.client.stdio import StdioServerParameters, stdio_client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared._httpx_utils import create_mcp_http_client
 from mcp.shared.exceptions import MCPError
-from mcp_types import CONNECTION_CLOSED, INVALID_REQUEST, REQUEST_TIMEOUT, CallToolResult, Implementation, PaginatedRequestParams, Tool
+from mcp_types import CONNECTION_CLOSED, INTERNAL_ERROR, INVALID_REQUEST, REQUEST_TIMEOUT, CallToolResult, Implementation, PaginatedRequestParams, Tool
 
 from tools.config import HttpServerConfig, McpServerConfig, StdioServerConfig
 from tools.errors import ToolConnectionLost, ToolProtocolError, ToolServerUnavailable, ToolTimeout
@@ -125,7 +125,7 @@ class ServerConnection:
                 if exc.code == REQUEST_TIMEOUT:
                     raise ToolTimeout(f"{qualified} did not answer within {timeout}s") from None
                 expired = exc.code == INVALID_REQUEST and exc.message == _SESSION_TERMINATED
-                if exc.code == CONNECTION_CLOSED or expired:
+                if exc.code == CONNECTION_CLOSED or expired or await self._session_gone(session, exc):
                     self._mark_stale(session)
                     # An expired HTTP session means the server never ran the call: resend.
                     if attempt == 1 and (retry_safe or expired):
@@ -139,6 +139,22 @@ class ServerConnection:
             except (RuntimeError, ValueError) as exc:  # input-required / malformed result from the server
                 raise ToolProtocolError(f"{qualified} returned an unusable result: {exc}") from None
         raise AssertionError("unreachable")
+
+    async def _session_gone(self, session: ClientSession, exc: MCPError) -> bool:
+        """Whether an HTTP-level failure means our session is gone (e.g. the server restarted).
+
+        Servers answer an unknown session id with 404 or 400, and some send a JSON-RPC body the
+        SDK cannot correlate, so it reports a generic HTTP error. A ping on the same session
+        tells the two apart: if the ping fails too, the session is dead.
+        """
+        if not isinstance(self.config, HttpServerConfig) or exc.code != INTERNAL_ERROR:
+            return False
+        try:
+            with anyio.fail_after(min(5.0, self.config.connect_timeout_s)):
+                await session.send_ping()
+        except Exception:
+            return True
+        return False
 
     async def aclose(self) -> None:
         async with self._lock:

@@ -48,8 +48,8 @@ def tool_digest(tool: Tool) -> str:
 class PinStore:
     """Reads and writes the lock file; every write is atomic (temp file + rename)."""
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path)
         self._lock = threading.Lock()
         self._data = self._load()
 
