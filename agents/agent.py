@@ -11,6 +11,7 @@ import hashlib
 import json
 import time
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any, Callable
 
 from opentelemetry.trace import Span, Status, StatusCode, Tracer
@@ -67,8 +68,7 @@ class Agent:
     @property
     def version(self) -> str:
         """Content hash of what defines this agent's behaviour: instructions and schema."""
-        blob = self.instructions + json.dumps(self.json_schema, sort_keys=True)
-        return hashlib.sha256(blob.encode()).hexdigest()[:12]
+        return _content_hash(self.instructions, json.dumps(self.json_schema, sort_keys=True))
 
     def messages(self, state: dict[str, Any]) -> list[dict[str, str]]:
         parts: list[str] = []
@@ -160,6 +160,11 @@ class Agent:
                 }
             )
             return result
+
+
+@lru_cache(maxsize=1024)
+def _content_hash(instructions: str, schema: str) -> str:
+    return hashlib.sha256((instructions + schema).encode()).hexdigest()[:12]
 
 
 def _fail(span: Span, exc: Exception) -> None:

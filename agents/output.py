@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any, Protocol
 
 import jsonschema
@@ -38,7 +39,7 @@ class PydanticOutput:
 
     @property
     def json_schema(self) -> dict[str, Any]:
-        return self.model.model_json_schema()
+        return _schema_of(self.model)
 
     def parse(self, text: str) -> BaseModel:
         try:
@@ -50,6 +51,12 @@ class PydanticOutput:
 
     def dump(self, value: BaseModel) -> dict[str, Any]:
         return value.model_dump(mode="json")
+
+
+@lru_cache(maxsize=256)
+def _schema_of(model: type[BaseModel]) -> dict[str, Any]:
+    # Generating a schema costs milliseconds; it is shared and must be treated as read-only.
+    return model.model_json_schema()
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,6 +7,7 @@ and its spans in the trace.
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import json
 import logging
@@ -19,6 +20,9 @@ from typing import Any, Literal
 from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 from opentelemetry.trace import Status, StatusCode
 
+from langgraph.graph.state import CompiledStateGraph
+
+from agents.agent import Agent
 from agents.models.registry import ModelRegistry
 from audit.errors import FlotillaError, InvalidInput
 from audit.runs import RunStore
@@ -88,6 +92,42 @@ class WorkflowRunner:
         self.checkpoint_path = checkpoint_path
         self.max_input_bytes = max_input_bytes
         self.rails = rails
+        # One checkpointer connection and one compiled graph per workflow, reused across runs:
+        # compiling and reconnecting per run cost several times the orchestration itself.
+        self._saver: AsyncSqliteSaver | None = None
+        self._saver_cm: Any = None
+        self._saver_loop: asyncio.AbstractEventLoop | None = None
+        self._compiled: dict[tuple[str, str], tuple[dict[str, Agent], CompiledStateGraph]] = {}
+
+    async def __aenter__(self) -> WorkflowRunner:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the checkpointer connection (its worker thread would otherwise outlive the loop)."""
+        if self._saver_cm is not None:
+            cm, self._saver_cm, self._saver = self._saver_cm, None, None
+            self._compiled.clear()
+            await cm.__aexit__(None, None, None)
+
+    async def _graph(self, spec: WorkflowSpec, version: str) -> tuple[dict[str, Agent], CompiledStateGraph]:
+        loop = asyncio.get_running_loop()
+        if self._saver is not None and self._saver_loop is not loop:
+            self._saver.conn.stop()  # the loop it belonged to is gone
+            self._saver = self._saver_cm = None
+            self._compiled.clear()
+        if self._saver is None:
+            self._saver_cm = AsyncSqliteSaver.from_conn_string(str(self.checkpoint_path))
+            self._saver = await self._saver_cm.__aenter__()
+            self._saver_loop = loop
+        key = (str(spec.source or spec.name), version)
+        if key not in self._compiled:
+            agents = build_agents(spec, self.registry)
+            graph = compile_workflow(spec, agents, self.telemetry.tracer, rails=self.rails, checkpointer=self._saver)
+            self._compiled[key] = (agents, graph)
+        return self._compiled[key]
 
     def decode_input(self, data: str | bytes, spec: WorkflowSpec) -> str:
         """The input as text, or InvalidInput saying what is wrong with it."""
@@ -113,9 +153,8 @@ class WorkflowRunner:
         on_event: EventSink | None = None,
     ) -> RunResult:
         run_id = run_id or uuid.uuid4().hex
-        version = spec.version()
         raw_text = data if isinstance(data, str) else data.decode("utf-8", errors="replace")
-        self.runs.start_run(run_id, spec.name, version, raw_text, initiator)
+        self.runs.start_run(run_id, spec.name, spec.version(), raw_text, initiator)
         return await self._execute(spec, run_id, data, initiator=initiator, on_event=on_event, resume=False)
 
     async def resume(self, spec: WorkflowSpec, run_id: str, *, on_event: EventSink | None = None) -> RunResult:
@@ -153,7 +192,7 @@ class WorkflowRunner:
             )
             await emit("started", workflow=spec.name, resumed=resume)
             try:
-                agents = build_agents(spec, self.registry)
+                agents, graph = await self._graph(spec, spec.version())
                 for agent in agents.values():
                     if agent.binding.fallback:
                         notice = f"model alias {agent.binding.alias!r} has no endpoint configured; agent {agent.name!r} uses the embedded model"
@@ -163,18 +202,21 @@ class WorkflowRunner:
                 text = self.decode_input(data, spec)
                 if self.rails is not None:
                     text = await self.rails.check(RailPoint.INPUT, text, workflow=spec.name)
-                async with AsyncSqliteSaver.from_conn_string(str(self.checkpoint_path)) as saver:
-                    graph = compile_workflow(spec, agents, tracer, rails=self.rails, checkpointer=saver)
-                    config = {"configurable": {"thread_id": run_id}, "recursion_limit": spec.settings.max_steps}
+                config = {"configurable": {"thread_id": run_id}, "recursion_limit": spec.settings.max_steps}
+                start: dict[str, Any] | None = {"input": text, "outputs": {}, "steps": []}
+                if resume:
                     snapshot = await graph.aget_state(config)
-                    result.steps = list(snapshot.values.get("steps", [])) if snapshot.values else []
-                    start = None if (resume and snapshot.values) else {"input": text, "outputs": {}, "steps": []}
-                    async for update in graph.astream(start, config, stream_mode="updates"):
-                        for node_update in update.values():
-                            for step in (node_update or {}).get("steps", []):
-                                result.steps.append(step)
-                                await emit("step", **step)
-                    final = (await graph.aget_state(config)).values
+                    if snapshot.values:
+                        result.steps, start = list(snapshot.values.get("steps", [])), None
+                final: dict[str, Any] = {}
+                async for mode, chunk in graph.astream(start, config, stream_mode=["updates", "values"]):
+                    if mode == "values":
+                        final = chunk
+                        continue
+                    for node_update in chunk.values():
+                        for step in (node_update or {}).get("steps", []):
+                            result.steps.append(step)
+                            await emit("step", **step)
                 output = self._select_output(spec, final)
                 if self.rails is not None:
                     checked = await self.rails.check(RailPoint.OUTPUT, json.dumps(output, ensure_ascii=False), workflow=spec.name)

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
 from audit.errors import ConfigError
 
@@ -101,6 +101,7 @@ class WorkflowSpec(_Strict):
 
     source: Path | None = Field(default=None, exclude=True)
     lines: dict[tuple[Any, ...], int] = Field(default_factory=dict, exclude=True, repr=False)
+    _version: str | None = PrivateAttr(default=None)
 
     @property
     def entry_agent(self) -> str:
@@ -117,7 +118,15 @@ class WorkflowSpec(_Strict):
         return None
 
     def version(self) -> str:
-        """Content hash of the workflow file and every prompt and schema file it names."""
+        """Content hash of the workflow file and every prompt and schema file it names.
+
+        Computed once per loaded spec: a changed file is a new version on the next load.
+        """
+        if self._version is None:
+            self._version = self._hash()
+        return self._version
+
+    def _hash(self) -> str:
         digest = hashlib.sha256(json.dumps(self.model_dump(by_alias=True), sort_keys=True).encode())
         for agent in self.agents.values():
             for ref in (agent.instructions, agent.output_schema):

@@ -101,11 +101,15 @@ def run(
 
     console = Console(stderr=as_json)
     printer = None if as_json else RunPrinter(console)
+
+    async def go():
+        async with runtime.runner as runner:
+            if resume is not None:
+                return await runner.resume(spec, resume, on_event=printer)
+            return await runner.run(spec, data, initiator=f"cli:{_user()}", on_event=printer)
+
     try:
-        if resume is not None:
-            result = asyncio.run(runtime.runner.resume(spec, resume, on_event=printer))
-        else:
-            result = asyncio.run(runtime.runner.run(spec, data, initiator=f"cli:{_user()}", on_event=printer))
+        result = asyncio.run(go())
     finally:
         runtime.close()
     if as_json:

@@ -47,6 +47,7 @@ class Harness:
 
     def __init__(self, tmp: Path, model: ModelClient, *, max_input_bytes: int = 100_000) -> None:
         self.dir = tmp
+        tmp.mkdir(parents=True, exist_ok=True)
         self.trace_file = tmp / "traces.jsonl"
         self.telemetry = Telemetry([JsonLinesSpanExporter(self.trace_file)])
         self.registry = ModelRegistry({a: ModelEndpoint() for a in ALIASES}, embedded=lambda: model, http_client=None)
@@ -65,8 +66,14 @@ class Harness:
 
 
 @pytest.fixture
-def harness(tmp_path: Path):
-    def make(model: ModelClient | None = None, **options: Any) -> Harness:
-        return Harness(tmp_path, model or canned(), **options)
+async def harness(tmp_path: Path):
+    made: list[Harness] = []
 
-    return make
+    def make(model: ModelClient | None = None, **options: Any) -> Harness:
+        made.append(Harness(tmp_path / str(len(made)), model or canned(), **options))
+        return made[-1]
+
+    yield make
+    for h in made:
+        await h.runner.aclose()
+        h.telemetry.shutdown()
