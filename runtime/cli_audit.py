@@ -31,7 +31,7 @@ audit_app = typer.Typer(
 )
 
 out = Console()
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)
 DATE_FORMATS = ["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M"]
 VERDICT_STYLE = {"allow": "green", "redact": "yellow", "block": "bold red"}
 STATUS_STYLE = {"succeeded": "green", "failed": "red", "blocked": "bold red", "running": "cyan", "interrupted": "yellow"}
@@ -240,4 +240,5 @@ def prune_cmd(
         f"pruned {a.pruned} records (through #{a.through_seq}), {len(a.runs_removed)} finished runs; "
         f"LangGraph checkpoints removed for {len(report.checkpoint_threads)} runs; signed checkpoint left",
         highlight=False,
+        soft_wrap=True,
     )
