@@ -75,3 +75,88 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, 9)
             proc.wait(5)
+
+
+# -- the gateway: a runner over an instant canned model ---------------------------------
+
+TRIAGE_ANSWERS: dict = {
+    "Invoice": {
+        "vendor": "Northwind Office Supplies Ltd.",
+        "invoice_number": "INV-2026-0412",
+        "invoice_date": "2026-11-02",
+        "due_date": "2026-12-02",
+        "purchase_order": "PO-7781",
+        "currency": "GBP",
+        "line_items": [
+            {"description": "A4 copier paper", "quantity": 40, "unit_price": 24.5, "amount": 980.0},
+            {"description": "Toner cartridge", "quantity": 12, "unit_price": 61.0, "amount": 732.0},
+            {"description": "Office chair", "quantity": 3, "unit_price": 189.0, "amount": 567.0},
+        ],
+        "subtotal": 2279.0,
+        "tax": 455.8,
+        "total": 2734.8,
+    },
+    "Analysis": {"findings": [{"check": "line_items_sum", "status": "pass", "detail": "sums match"}]},
+    "Decision": {"decision": "approve", "reasons": ["all checks passed"], "confidence": 0.9},
+    "Note": {"subject": "Invoice INV-2026-0412 approved", "body": "Your invoice was approved."},
+}
+
+
+def canned_reply(schema_name: str, json_schema: dict | None) -> str:
+    """The canned answer for a request: by output schema name, or wrapped as a tool-loop final."""
+    import json as _json
+
+    if schema_name in TRIAGE_ANSWERS:
+        return _json.dumps(TRIAGE_ANSWERS[schema_name])
+    branches = (json_schema or {}).get("anyOf", [json_schema or {}])
+    final = next(b["properties"]["final"] for b in branches if "final" in b.get("properties", {}))
+    title = final.get("title") or next(iter(TRIAGE_ANSWERS))
+    return _json.dumps({"final": TRIAGE_ANSWERS[title]})
+
+
+def triage_runner(tmp: Path, respond=None):
+    """A real WorkflowRunner whose every model alias is an instant canned FunctionModel."""
+    from agents.models.registry import ModelEndpoint, ModelRegistry
+    from agents.models.testing import FunctionModel
+    from audit.runs import RunStore
+    from audit.telemetry import Telemetry
+    from graphs import WorkflowRunner
+
+    model = FunctionModel(respond or (lambda request: canned_reply(request.schema_name, request.json_schema)))
+    aliases = ("specialist-extract", "specialist-analyze", "specialist-decide", "specialist-write")
+    registry = ModelRegistry({a: ModelEndpoint() for a in aliases}, embedded=lambda: model, http_client=None)
+    tmp.mkdir(parents=True, exist_ok=True)
+    return WorkflowRunner(
+        registry=registry,
+        telemetry=Telemetry(),
+        runs=RunStore(f"sqlite:///{tmp / 'runs.sqlite'}"),
+        checkpoint_path=tmp / "checkpoints.sqlite",
+        max_input_bytes=1_000_000,
+    )
+
+
+class ServedApp:
+    """An ASGI app served by uvicorn on 127.0.0.1 in a background thread, lifespan on."""
+
+    def __init__(self, app, port: int | None = None) -> None:
+        import threading
+
+        import uvicorn
+
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="info", lifespan="on"))
+        self._thread = threading.Thread(target=self._server.run, daemon=True)
+
+    def __enter__(self) -> "ServedApp":
+        self._thread.start()
+        deadline = time.monotonic() + 20
+        while not self._server.started:
+            if time.monotonic() > deadline or not self._thread.is_alive():
+                raise RuntimeError("test server did not start")
+            time.sleep(0.02)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.should_exit = True
+        self._thread.join(timeout=15)

@@ -1,0 +1,244 @@
+"""The gateway: every workflow is an MCP tool, over stdio (`flotilla mcp`) or streamable HTTP.
+
+A tool call runs the workflow on the input text and returns the run's output as structured
+content (plus the same JSON as text). Each finished agent step is a progress notification;
+a cancelled call (the client sends `notifications/cancelled`, or drops the HTTP stream)
+cancels the run, which is recorded as failed with code `cancelled`.
+
+HTTP: `GatewayHttp` wraps the SDK's streamable-HTTP transport in a bearer-token check. With
+no token configured it refuses any non-loopback host. The token is compared in constant
+time and never logged.
+"""
+
+# No `from __future__ import annotations` here: the per-workflow tool functions carry real
+# annotation objects (the input's description), which the SDK reads to build the schema.
+
+import asyncio
+import contextlib
+import hmac
+import ipaddress
+import json
+import logging
+import uuid
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import Annotated, Any
+
+from mcp.server.mcpserver import Context, MCPServer
+from mcp.server.mcpserver.exceptions import ToolError
+from mcp.server.streamable_http_manager import StreamableHTTPASGIApp
+from mcp_types import ToolAnnotations
+from pydantic import BaseModel, Field
+from starlette.applications import Starlette
+from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from audit.errors import ConfigError
+from graphs import RunEvent, WorkflowRunner, WorkflowSpec, list_workflows, load_workflow
+
+__all__ = ["Gateway", "GatewayHttp", "WorkflowToolResult", "check_bind", "RunnerFactory"]
+
+log = logging.getLogger(__name__)
+
+RunnerFactory = Callable[[], WorkflowRunner]
+"""Builds the runner the gateway uses; called once, lazily, inside the serving event loop."""
+
+
+class WorkflowToolResult(BaseModel):
+    """What a workflow tool returns (structured content)."""
+
+    run_id: str
+    workflow: str
+    status: str
+    output: Any = None
+    steps: int = Field(description="Agent steps that ran.")
+    notices: list[str] = Field(default_factory=list)
+
+
+class Gateway:
+    """An MCP server with one tool per workflow."""
+
+    def __init__(
+        self,
+        runner_factory: RunnerFactory,
+        *,
+        workflows: Sequence[str | WorkflowSpec] | None = None,
+        initiator: str = "mcp",
+        name: str = "flotilla",
+    ) -> None:
+        self._runner_factory = runner_factory
+        self._runner: WorkflowRunner | None = None
+        self._runner_lock = asyncio.Lock()
+        self.initiator = initiator
+        specs = [w if isinstance(w, WorkflowSpec) else load_workflow(w) for w in (workflows or list_workflows())]
+        self.workflows = {spec.name: spec for spec in specs}
+        self.server = MCPServer(
+            name=name,
+            instructions="Each tool runs a flotilla workflow on the text you pass as `input` and returns its result.",
+            version="0.1.0",
+            log_level="WARNING",
+        )
+        for spec in specs:
+            self._add_tool(spec)
+
+    async def runner(self) -> WorkflowRunner:
+        if self._runner is None:
+            async with self._runner_lock:
+                if self._runner is None:
+                    self._runner = self._runner_factory()
+        return self._runner
+
+    async def aclose(self) -> None:
+        runner, self._runner = self._runner, None
+        if runner is not None:
+            await runner.aclose()
+
+    async def run_stdio(self) -> None:
+        try:
+            await self.server.run_stdio_async()
+        finally:
+            await self.aclose()
+
+    def _add_tool(self, spec: WorkflowSpec) -> None:
+        gateway = self
+
+        async def run_workflow(
+            input: Annotated[str, Field(description=spec.input.description)], ctx: Context
+        ) -> WorkflowToolResult:
+            return await gateway._run(spec, input, ctx)
+
+        description = " ".join((spec.description or f"Run the {spec.name} workflow.").split())
+        agents = ", ".join(spec.agents)
+        self.server.add_tool(
+            run_workflow,
+            name=spec.name,
+            title=spec.name.replace("_", " ").capitalize(),
+            description=f"{description} (Agents: {agents}.)",
+            annotations=ToolAnnotations(read_only_hint=False, idempotent_hint=False, destructive_hint=False, open_world_hint=False),
+            structured_output=True,
+        )
+
+    async def _run(self, spec: WorkflowSpec, text: str, ctx: Context) -> WorkflowToolResult:
+        runner = await self.runner()
+        run_id = uuid.uuid4().hex
+        total = len(spec.agents)
+        steps: list[dict[str, Any]] = []
+
+        async def on_event(event: RunEvent) -> None:
+            if event.kind != "step":
+                return
+            steps.append(event.data)
+            status = "ok" if event.data.get("ok", True) else "failed"
+            await ctx.report_progress(len(steps), total, f"{event.data.get('agent', 'step')}: {status}")
+
+        await ctx.report_progress(0, total, f"run {run_id} started")
+        try:
+            result = await runner.run(spec, text, run_id=run_id, initiator=self.initiator, on_event=on_event)
+        except asyncio.CancelledError:
+            # The client cancelled: keep the run's record honest, then let cancellation unwind.
+            error = {"type": "Cancelled", "code": "cancelled", "message": "cancelled by the MCP client"}
+            with contextlib.suppress(Exception):
+                runner.runs.finish_run(run_id, "failed", steps, error=error)
+            raise
+        if result.status != "succeeded":
+            error = result.error or {}
+            raise ToolError(
+                f"run {result.run_id} {result.status}: {error.get('message', 'no details')} "
+                f"({error.get('code', 'error')}; `flotilla audit` has the full record)"
+            )
+        return WorkflowToolResult(
+            run_id=result.run_id,
+            workflow=result.workflow,
+            status=result.status,
+            output=result.output,
+            steps=len(result.steps),
+            notices=result.notices,
+        )
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def check_bind(host: str, token: str | None) -> None:
+    """Refuse to serve the gateway beyond this machine without a bearer token."""
+    if not token and not _is_loopback(host):
+        raise ConfigError(
+            f"refusing to serve MCP over HTTP on {host} without a bearer token: set $FLOTILLA_MCP_TOKEN "
+            "(clients send `Authorization: Bearer <token>`), or bind 127.0.0.1"
+        )
+
+
+class _BearerAuth:
+    """401 unless `Authorization: Bearer <token>` matches (constant-time compare)."""
+
+    def __init__(self, app: ASGIApp, token: str) -> None:
+        self.app = app
+        self._token = token.encode()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and not self._authorised(scope):
+            body = json.dumps({"error": "unauthorized", "detail": "send Authorization: Bearer <token>"}).encode()
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 401,
+                    "headers": [
+                        (b"content-type", b"application/json"),
+                        (b"www-authenticate", b'Bearer realm="flotilla"'),
+                        (b"content-length", str(len(body)).encode()),
+                    ],
+                }
+            )
+            await send({"type": "http.response.body", "body": body})
+            return
+        await self.app(scope, receive, send)
+
+    def _authorised(self, scope: Scope) -> bool:
+        for name, value in scope.get("headers", ()):
+            if name == b"authorization":
+                scheme, _, credential = value.partition(b" ")
+                return scheme.lower() == b"bearer" and hmac.compare_digest(credential.strip(), self._token)
+        return False
+
+
+class GatewayHttp:
+    """The gateway over streamable HTTP: an ASGI endpoint plus the lifespan it needs.
+
+    Mount in an existing app (the session manager must run for the app's lifetime):
+
+        http = GatewayHttp(gateway, token=token, host=host)
+        app.router.routes.append(Route("/mcp", http.asgi, methods=["GET", "POST", "DELETE"]))
+        async with http.lifespan(): ...          # inside the app's lifespan
+
+    or serve it alone: `uvicorn.run(http.app(), host=host, port=port)`.
+    """
+
+    def __init__(self, gateway: Gateway, *, token: str | None, host: str = "127.0.0.1", json_response: bool = False) -> None:
+        check_bind(host, token)
+        self.gateway = gateway
+        # Builds the SDK's session manager (DNS-rebinding protection is on for loopback hosts).
+        gateway.server.streamable_http_app(host=host, json_response=json_response)
+        self._manager = gateway.server.session_manager
+        endpoint: ASGIApp = StreamableHTTPASGIApp(self._manager)
+        self.asgi: ASGIApp = _BearerAuth(endpoint, token) if token else endpoint
+
+    @contextlib.asynccontextmanager
+    async def lifespan(self) -> AsyncIterator[None]:
+        try:
+            async with self._manager.run():
+                yield
+        finally:
+            await self.gateway.aclose()
+
+    def app(self, path: str = "/mcp") -> Starlette:
+        @contextlib.asynccontextmanager
+        async def lifespan(_: Starlette) -> AsyncIterator[None]:
+            async with self.lifespan():
+                yield
+
+        return Starlette(routes=[Route(path, self.asgi, methods=["GET", "POST", "DELETE"])], lifespan=lifespan)

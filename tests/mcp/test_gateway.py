@@ -1,0 +1,125 @@
+"""The gateway: workflows as MCP tools, driven by the official MCP Python SDK client over
+streamable HTTP (bearer auth, progress, cancellation)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from mcp import Client
+from mcp.client.streamable_http import streamable_http_client
+from mcp.shared._httpx_utils import create_mcp_http_client
+from mcp.shared.exceptions import MCPError
+
+from audit.errors import ConfigError
+from mcp_servers.gateway import Gateway, GatewayHttp, check_bind
+from tests.mcp.helpers import ServedApp, canned_reply, triage_runner
+
+TOKEN = "gw-test-token-5f1c9e"
+INVOICE = (Path(__file__).resolve().parents[2] / "graphs" / "samples" / "invoice.txt").read_text()
+
+
+def _client(url: str, token: str | None) -> Client:
+    headers = {"Authorization": f"Bearer {token}"} if token else None
+    return Client(streamable_http_client(url, http_client=create_mcp_http_client(headers=headers)), mode="legacy")
+
+
+async def test_http_gateway_runs_a_workflow_with_progress_and_auth(tmp_path: Path, caplog) -> None:
+    caplog.set_level(logging.DEBUG)
+    runners = []
+
+    def factory():
+        runners.append(triage_runner(tmp_path))
+        return runners[-1]
+
+    http = GatewayHttp(Gateway(factory, workflows=["document_triage"]), token=TOKEN)
+    with ServedApp(http.app("/mcp")) as served:
+        url = f"{served.url}/mcp"
+        async with httpx.AsyncClient() as raw:
+            body = {"jsonrpc": "2.0", "id": 1, "method": "tools/list"}
+            for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": f"Basic {TOKEN}"}):
+                response = await raw.post(url, json=body, headers=headers)
+                assert response.status_code == 401 and response.headers["www-authenticate"].startswith("Bearer")
+
+        progress: list[tuple[float, float | None, str | None]] = []
+
+        async def on_progress(done: float, total: float | None, message: str | None) -> None:
+            progress.append((done, total, message))
+
+        async with _client(url, TOKEN) as client:
+            tools = (await client.list_tools()).tools
+            assert [t.name for t in tools] == ["document_triage"]
+            assert tools[0].input_schema["required"] == ["input"]
+            assert tools[0].input_schema["properties"]["input"]["description"] == "A supplier invoice as plain text."
+            result = await client.session.call_tool("document_triage", {"input": INVOICE}, progress_callback=on_progress)
+
+    assert not result.is_error
+    structured = result.structured_content
+    assert structured["status"] == "succeeded" and structured["steps"] == 4
+    assert structured["output"]["subject"] == "Invoice INV-2026-0412 approved"  # the write step's note
+    assert '"status": "succeeded"' in result.content[0].text or '"status":"succeeded"' in result.content[0].text
+    assert [m for _, _, m in progress] == [
+        f"run {structured['run_id']} started",
+        "extract: ok",
+        "analyze: ok",
+        "decide: ok",
+        "write: ok",
+    ]
+    assert progress[-1][:2] == (4, 4)
+    record = runners[0].runs.get_run(structured["run_id"])
+    assert record.status == "succeeded" and record.initiator == "mcp"
+    assert TOKEN not in caplog.text
+
+
+async def test_cancelled_call_stops_the_run(tmp_path: Path) -> None:
+    started, cancelled = asyncio.Event(), []
+
+    async def respond(request):
+        if request.schema_name == "Decision":
+            started.set()
+            try:
+                await asyncio.sleep(60)
+            except asyncio.CancelledError:
+                cancelled.append(time.monotonic())
+                raise
+        return canned_reply(request.schema_name, request.json_schema)
+
+    runners = []
+
+    def factory():
+        runners.append(triage_runner(tmp_path, respond))
+        return runners[-1]
+
+    http = GatewayHttp(Gateway(factory, workflows=["document_triage"]), token=None)
+    with ServedApp(http.app("/mcp")) as served:
+        async with _client(f"{served.url}/mcp", None) as client:
+            with pytest.raises(MCPError):
+                # the client gives up after 3 s and sends notifications/cancelled
+                await client.session.call_tool("document_triage", {"input": INVOICE}, read_timeout_seconds=3)
+            deadline = time.monotonic() + 15
+            while not cancelled and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+            assert cancelled, "the model call of the cancelled run kept running"
+            # the gateway still serves after a cancellation
+            assert [t.name for t in (await client.list_tools()).tools] == ["document_triage"]
+
+    runs = runners[0].runs
+    with runs.engine.connect() as conn:
+        from audit.runs import runs as table
+
+        rows = conn.execute(table.select()).mappings().all()
+    assert len(rows) == 1 and rows[0]["status"] == "failed" and '"cancelled"' in rows[0]["error"]
+
+
+def test_no_token_means_loopback_only() -> None:
+    check_bind("127.0.0.1", None)
+    check_bind("::1", None)
+    check_bind("localhost", None)
+    check_bind("0.0.0.0", "a-token")
+    for host in ("0.0.0.0", "192.168.1.20", "::"):
+        with pytest.raises(ConfigError, match="without a bearer token"):
+            check_bind(host, None)
