@@ -134,6 +134,7 @@ def _user() -> str:
 # Sub-apps (one line each, registered by their owners):
 app.add_typer(__import__("runtime.cli_audit", fromlist=["audit_app"]).audit_app, name="audit")
 app.add_typer(__import__("runtime.cli_tools", fromlist=["tools_app"]).tools_app)
+app.add_typer(__import__("runtime.cli_mcp", fromlist=["mcp_app"]).mcp_app)
 
 
 def main() -> None:
