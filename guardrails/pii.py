@@ -9,7 +9,9 @@ bundled with tldextract (no suffix-list URLs, no disk cache).
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Sequence
+from typing import Any
 
 import tldextract
 from presidio_analyzer import AnalyzerEngine, RecognizerRegistry
@@ -79,7 +81,34 @@ class PresidioRail:
         self._anonymizer = AnonymizerEngine()
 
     def redact(self, text: str) -> tuple[str, list[str], float | None]:
-        """(redacted text, entity types found, highest score)."""
+        """(redacted text, entity types found, highest score). JSON stays JSON: strings are redacted one by one."""
+        try:
+            data = json.loads(text)
+        except ValueError:
+            data = None
+        if isinstance(data, (dict, list)):
+            found: set[str] = set()
+            scores: list[float] = []
+
+            def walk(value: Any) -> Any:
+                if isinstance(value, str):
+                    redacted, kinds, score = self._redact_plain(value)
+                    found.update(kinds)
+                    scores.extend([score] if score is not None else [])
+                    return redacted
+                if isinstance(value, dict):
+                    return {k: walk(v) for k, v in value.items()}
+                if isinstance(value, list):
+                    return [walk(v) for v in value]
+                return value
+
+            redacted_data = walk(data)
+            if not found:
+                return text, [], None
+            return json.dumps(redacted_data, ensure_ascii=False), sorted(found), max(scores)
+        return self._redact_plain(text)
+
+    def _redact_plain(self, text: str) -> tuple[str, list[str], float | None]:
         results = self._analyzer.analyze(
             text=text, language="en", entities=self.entities, score_threshold=self.score_threshold
         )

