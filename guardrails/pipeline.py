@@ -69,6 +69,7 @@ class _Slot:
     enabled: bool
     points: frozenset[RailPoint]
     build: Callable[[], Rail]
+    disabled_reason: str = ""
     cache: dict[str, Rail] = field(default_factory=dict)
 
     def rail(self) -> Rail:
@@ -107,7 +108,11 @@ class RailsPipeline:
 
     def engines(self) -> list[dict[str, Any]]:
         """What is configured, for `flotilla validate` and operators: name, enabled, points."""
-        return [{"engine": s.name, "enabled": s.enabled, "points": sorted(p.value for p in s.points)} for s in self._slots]
+        return [
+            {"engine": s.name, "enabled": s.enabled, "points": sorted(p.value for p in s.points),
+             **({"disabled_reason": s.disabled_reason or f"rails.{s.name}.enabled is false"} if not s.enabled else {})}
+            for s in self._slots
+        ]
 
     async def run(self, point: RailPoint, text: str, *, workflow: str | None = None, agent: str | None = None) -> RailsReport:
         started = time.perf_counter()
@@ -118,7 +123,7 @@ class RailsPipeline:
             if point not in slot.points:
                 continue
             if not slot.enabled:
-                verdict = _disabled(slot.name, f"{slot.name} is configured off (rails.{slot.name}.enabled: false)")
+                verdict = _disabled(slot.name, slot.disabled_reason or f"{slot.name} is configured off (rails.{slot.name}.enabled: false)")
             else:
                 try:
                     verdict = await slot.rail().check(current, point=point)
@@ -216,7 +221,8 @@ class EngineFactory:
             _Slot("yara", cfg.yara.enabled, frozenset(cfg.yara.points), lambda: self._yara(cfg)),
             _Slot("injection-classifier", cfg.injection_classifier.enabled, frozenset(cfg.injection_classifier.points),
                   lambda: InjectionClassifierRail(self._classifier(cfg), points=cfg.injection_classifier.points)),
-            _Slot("llama-guard", lg.enabled, frozenset(lg.points), llama_guard),
+            _Slot("llama-guard", lg.enabled and lg.weights is not None, frozenset(lg.points), llama_guard,
+                  "" if lg.weights or not lg.enabled else "no Llama Guard weights configured (rails.llama_guard.weights): this check did not run"),
             _Slot("nemo", n.enabled, frozenset(n.points), nemo),
             _Slot("tool-result-screen", t.enabled, frozenset(t.points), tool_screen),
         ]

@@ -135,6 +135,7 @@ def _user() -> str:
 app.add_typer(__import__("runtime.cli_audit", fromlist=["audit_app"]).audit_app, name="audit")
 app.add_typer(__import__("runtime.cli_tools", fromlist=["tools_app"]).tools_app)
 app.add_typer(__import__("runtime.cli_mcp", fromlist=["mcp_app"]).mcp_app)
+app.add_typer(__import__("runtime.cli_guard", fromlist=["guard_app"]).guard_app)
 
 
 def main() -> None:
