@@ -13,8 +13,9 @@ import hashlib
 import hmac
 import json
 from collections.abc import Iterable
+from json.encoder import encode_basestring as _encode_string
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 __all__ = [
     "GENESIS",
@@ -38,14 +39,28 @@ def canonical_json(value: Any) -> str:
 
 def record_hash(seq: int, kind: str, run_id: str | None, recorded_at: str, payload: str, prev_hash: str) -> str:
     """SHA-256 of the record's canonical form. `payload` is already canonical JSON text."""
-    # Built by concatenation (keys in sorted order) so verify never re-parses payloads.
-    head = canonical_json({"kind": kind, "prev": prev_hash, "recorded_at": recorded_at, "run_id": run_id, "seq": seq})
-    material = head[:-1] + ',"payload":' + payload + "}"
+    # canonical_json({"kind", "prev", "recorded_at", "run_id", "seq"}) with the payload text
+    # appended as a last member, spelled out by hand: this runs once per record on ingest and
+    # verify, and never re-parses the payload.
+    material = (
+        '{"kind":' + _q(kind)
+        + ',"prev":' + _q(prev_hash)
+        + ',"recorded_at":' + _q(recorded_at)
+        + ',"run_id":' + ("null" if run_id is None else _q(run_id))
+        + ',"seq":' + str(int(seq))
+        + ',"payload":' + payload + "}"
+    )
     return hashlib.sha256(material.encode("utf-8")).hexdigest()
 
 
-@dataclass(frozen=True, slots=True)
-class ChainRecord:
+def _q(value: str) -> str:
+    # what json.dumps(value, ensure_ascii=False) returns for a string, without its per-call set-up
+    return _encode_string(value if isinstance(value, str) else str(value))
+
+
+class ChainRecord(NamedTuple):
+    """One record as the chain sees it (a plain tuple, so verify can stream database rows fast)."""
+
     seq: int
     kind: str
     run_id: str | None
@@ -138,7 +153,7 @@ class VerifyReport:
 
 
 def verify_chain(
-    records: Iterable[ChainRecord],
+    records: Iterable[Any],
     *,
     head: SignedMark | None,
     anchor: SignedMark | None = None,
@@ -146,6 +161,8 @@ def verify_chain(
     pinned: SignedMark | None = None,
 ) -> VerifyReport:
     """Walk the records in seq order and report the first broken link.
+
+    `records` are ChainRecords or tuples in the same field order (database rows).
 
     `anchor` is the signed checkpoint left by the last prune (the chain resumes after it);
     `head` the signed head kept by the store; `pinned` an exported head kept elsewhere,
@@ -173,25 +190,25 @@ def verify_chain(
     def broken(seq: int, reason: str) -> VerifyReport:
         return VerifyReport(False, checked, first, last, seq, reason, signed, tuple(warnings))
 
-    for rec in records:
+    for seq, kind, run_id, recorded_at, payload, prev_hash, digest in records:
         if first is None:
-            first = rec.seq
-        if rec.seq != expected_seq:
-            if rec.seq > expected_seq:
-                gap = "deleted" if expected_seq == rec.seq - 1 else f"{expected_seq}..{rec.seq - 1} deleted"
-                return broken(expected_seq, f"record {expected_seq} is missing ({gap}); next present is {rec.seq}")
-            return broken(rec.seq, f"record {rec.seq} is out of order (expected {expected_seq})")
-        if rec.prev_hash != expected_prev:
-            return broken(rec.seq, f"record {rec.seq} does not link to its predecessor (inserted, deleted or reordered record before it)")
-        if rec.recompute() != rec.hash:
-            return broken(rec.seq, f"record {rec.seq} was edited: its content no longer matches its hash")
-        if pinned is not None and rec.seq == pinned.seq:
-            if rec.hash != pinned.hash:
-                return broken(rec.seq, f"record {rec.seq} differs from the exported head")
+            first = seq
+        if seq != expected_seq:
+            if isinstance(seq, int) and seq > expected_seq:
+                gap = "deleted" if expected_seq == seq - 1 else f"{expected_seq}..{seq - 1} deleted"
+                return broken(expected_seq, f"record {expected_seq} is missing ({gap}); next present is {seq}")
+            return broken(expected_seq, f"record {seq} is out of order (expected {expected_seq})")
+        if prev_hash != expected_prev:
+            return broken(seq, f"record {seq} does not link to its predecessor (inserted, deleted or reordered record before it)")
+        if record_hash(seq, kind, run_id, recorded_at, payload, prev_hash) != digest:
+            return broken(seq, f"record {seq} was edited: its content no longer matches its hash")
+        if pinned is not None and seq == pinned.seq:
+            if digest != pinned.hash:
+                return broken(seq, f"record {seq} differs from the exported head")
             pinned_seen = True
-        expected_prev = last_hash = rec.hash
+        expected_prev = last_hash = digest
         expected_seq += 1
-        last = rec.seq
+        last = seq
         checked += 1
 
     end_seq = last if last is not None else expected_seq - 1

@@ -23,6 +23,9 @@ __all__ = ["ContentPolicy", "Sanitizer", "REDACTED"]
 REDACTED = "[REDACTED]"
 
 
+_PLAIN, _CONTENT, _SECRET = 0, 1, 2
+
+
 class ContentPolicy(StrEnum):
     OFF = "off"
     REDACTED = "redacted"
@@ -70,17 +73,24 @@ class Sanitizer:
         self.redact = redact
         # Longest first so a secret containing another is removed whole.
         self.secrets = sorted({s for s in secrets if s and len(s) >= 4}, key=len, reverse=True)
+        self._key_kinds: dict[str, int] = {}
+        self._seen: dict[str, str] = {}
 
     def attributes(self, attrs: Mapping[str, Any] | None) -> dict[str, Any]:
         out: dict[str, Any] = {}
         if not attrs:
             return out
         for key, value in attrs.items():
-            if _is_content(key):
+            kind = self._key_kinds.get(key)
+            if kind is None:
+                kind = _CONTENT if _is_content(key) else _SECRET if self.secret_key(key) else _PLAIN
+                if len(self._key_kinds) < 10_000:
+                    self._key_kinds[key] = kind
+            if kind == _CONTENT:
                 value = self._content(value)
                 if value is None:
                     continue
-            if self.secret_key(key):
+            elif kind == _SECRET:
                 out[key] = REDACTED
                 continue
             out[key] = self._scrub_value(value)
@@ -96,6 +106,18 @@ class Sanitizer:
         return None if value is None else self.scrub(value)
 
     def scrub(self, text: str) -> str:
+        if len(text) < 8:  # shorter than any secret shape or configured secret worth matching
+            return text if not any(s in text for s in self.secrets) else self._scrub(text)
+        if len(text) <= 200:  # names, models, ids repeat endlessly: remember their verdict
+            cached = self._seen.get(text)
+            if cached is None:
+                cached = self._scrub(text)
+                if len(self._seen) < 50_000:
+                    self._seen[text] = cached
+            return cached
+        return self._scrub(text)
+
+    def _scrub(self, text: str) -> str:
         for secret in self.secrets:
             if secret in text:
                 text = text.replace(secret, REDACTED)

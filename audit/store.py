@@ -189,11 +189,21 @@ class AuditStore:
         with self.engine.connect() as conn:
             return int(conn.execute(select(func.count()).select_from(records)).scalar_one())
 
-    def iter_chain(self, conn: Connection, *, batch: int = 20_000) -> Iterator[ChainRecord]:
-        stmt = select(records).order_by(records.c.seq)
-        result = conn.execution_options(yield_per=batch).execute(stmt)
-        for row in result:
-            yield ChainRecord(row.seq, row.kind, row.run_id, row.recorded_at, row.payload, row.prev_hash, row.hash)
+    def iter_chain(self, conn: Connection, *, batch: int = 20_000) -> Iterator[tuple[Any, ...]]:
+        """Every record in seq order as plain tuples (ChainRecord field order), streamed in batches.
+
+        Uses the driver cursor directly (a server-side cursor on Postgres): verify reads every
+        record, and per-row Row objects would double its cost.
+        """
+        sql = "SELECT seq, kind, run_id, recorded_at, payload, prev_hash, hash FROM audit_records ORDER BY seq"
+        dbapi = conn.connection.dbapi_connection
+        cursor = dbapi.cursor(name="flotilla_audit_verify") if self.dialect == "postgresql" else dbapi.cursor()
+        try:
+            cursor.execute(sql)
+            while rows := cursor.fetchmany(batch):
+                yield from rows
+        finally:
+            cursor.close()
 
     def run_records(self, run_id: str) -> list[StoredRecord]:
         with self.engine.connect() as conn:

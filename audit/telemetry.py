@@ -27,6 +27,7 @@ from opentelemetry.trace import Tracer
 __all__ = ["Telemetry", "JsonLinesSpanExporter", "otlp_exporter_from_env"]
 
 SERVICE_NAME = "flotilla"
+MAX_QUEUE = 65_536
 
 
 class JsonLinesSpanExporter(SpanExporter):
@@ -73,7 +74,8 @@ class Telemetry:
 
         self.provider.add_span_processor(RunContextProcessor())
         for exporter in exporters:
-            self.provider.add_span_processor(BatchSpanProcessor(exporter))
+            # A deep queue: the SDK drops spans when it is full, and a dropped span is a hole in the audit trail.
+            self.provider.add_span_processor(BatchSpanProcessor(exporter, max_queue_size=MAX_QUEUE))
 
     @property
     def tracer(self) -> Tracer:

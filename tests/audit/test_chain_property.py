@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -53,10 +51,10 @@ def tampered(draw: st.DrawFn) -> tuple[list[ChainRecord], SignedMark, str]:
             value = canonical_json({"i": draw(st.integers()), "edited": True})
         else:
             value = draw(st.text(min_size=1, max_size=64).filter(lambda v: v != getattr(rec, field)))
-        edited = replace(rec, **{field: value})
+        edited = rec._replace(**{field: value})
         # an editor who also fixes the record's own hash
         if field != "hash" and draw(st.booleans()):
-            edited = replace(edited, hash=edited.recompute())
+            edited = edited._replace(hash=edited.recompute())
         chain[i] = edited
         chain.sort(key=lambda r: r.seq if isinstance(r.seq, int) else 0)  # the store reads ORDER BY seq
     elif op == "delete":
@@ -66,14 +64,14 @@ def tampered(draw: st.DrawFn) -> tuple[list[ChainRecord], SignedMark, str]:
         prev = chain[at - 1].hash if at > 0 else GENESIS
         new = forged(at + 1, prev, canonical_json({"forged": draw(st.integers())}))
         renumber = draw(st.booleans())
-        tail = [replace(r, seq=r.seq + 1) if renumber else r for r in chain[at:]]
+        tail = [r._replace(seq=r.seq + 1) if renumber else r for r in chain[at:]]
         chain = chain[:at] + [new] + tail
         chain.sort(key=lambda r: r.seq)
     else:
         j = draw(st.integers(min_value=0, max_value=n - 1).filter(lambda v: v != i))
         a, b = chain[i], chain[j]
         # the rows trade places: each keeps its content but takes the other's sequence number
-        chain[i], chain[j] = replace(b, seq=a.seq), replace(a, seq=b.seq)
+        chain[i], chain[j] = b._replace(seq=a.seq), a._replace(seq=b.seq)
     return chain, head, op
 
 
