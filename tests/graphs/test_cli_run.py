@@ -90,6 +90,7 @@ def test_failed_run_has_its_own_exit_code_and_can_be_resumed(tmp_path: Path) -> 
         (["run", "no_such_flow", "--input", "-"], b"x", "no workflow named 'no_such_flow'"),
         (["run", "document_triage", "--input", "-", "--json"], b"", "input is empty"),
         (["run", "document_triage", "--input", "-", "--json"], b"\xff\xfe\x00", "not UTF-8"),
+        (["run", "document_triage", "--input", "-", "--json"], b"x" * 10_000_000, "input is 10,000,000 bytes; the limit is 1,000,000"),
         (["run", "--resume", "nope"], None, "no run 'nope'"),
     ],
 )
