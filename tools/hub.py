@@ -158,12 +158,10 @@ class ToolHub:
         """Call `server.tool`. Raises a ToolError subclass when refused or when the call fails;
         a tool that *ran* and reported failure comes back as `ToolResult(is_error=True)`."""
         args = dict(arguments or {})
+        attributes = {"gen_ai.operation.name": "execute_tool", "gen_ai.tool.name": name, "gen_ai.tool.type": "extension"}
         with self._tracer.start_as_current_span(
-            f"execute_tool {name}", record_exception=False, set_status_on_exception=False
+            f"execute_tool {name}", attributes=attributes, record_exception=False, set_status_on_exception=False
         ) as span:
-            span.set_attribute("gen_ai.operation.name", "execute_tool")
-            span.set_attribute("gen_ai.tool.name", name)
-            span.set_attribute("gen_ai.tool.type", "extension")
             try:
                 info = await self._admit(name, args, allow, span)
                 started = time.perf_counter()
@@ -220,6 +218,8 @@ class ToolHub:
                 return []  # an invalid schema from the server cannot be enforced; the server still validates
             validator = cls(schema)
             self._validators[key] = validator
+        if validator.is_valid(args):  # the common case, and much cheaper than collecting errors
+            return []
         errors = sorted(validator.iter_errors(args), key=lambda e: list(e.absolute_path))
         shown = [f"{'/'.join(map(str, e.absolute_path)) or '(root)'}: {e.message}" for e in errors[:_MAX_ERRORS_SHOWN]]
         if len(errors) > _MAX_ERRORS_SHOWN:
