@@ -117,3 +117,5 @@ def emit_run(tracer: Tracer, spec: RunSpec) -> None:
     if status != "succeeded":
         root.set_status(Status(StatusCode.ERROR, "guardrail_violation"))
     root.end(end_time=cursor + 5 * MS)
+
+FAKE_KEY_FOR_RUNS = "sk-runs-FAKEabcdef0123456789XYZ"
