@@ -7,7 +7,11 @@ Each turn the model must answer with JSON matching one of
     {"final": {...}}                                the agent's output schema
 
 so the same loop works on the embedded model (xgrammar enforces the union) and on any
-OpenAI-compatible endpoint with JSON-schema structured outputs (vLLM). The last turn offers
+endpoint with JSON-schema structured outputs. An OpenAI-compatible HTTP model (vLLM with a
+tool parser, a frontier API) instead uses native tool calling: the allowed tools go out as
+`tools=[…]` (names `server__tool`, since `.` is not allowed there), tool results come back as
+`role: tool` messages, and the final answer is the message content constrained by the
+output schema (`response_format`). The last turn offers
 only `final`, so the loop always ends with an answer or a typed error. Tool failures — an
 `isError` result, arguments the schema rejects, a tool outside the allowlist, a timeout —
 go back to the model as observations and are kept in the call records.
@@ -91,6 +95,13 @@ async def run_tool_loop(
         raise ValueError("max_steps must be at least 1")
     tracer = tracer or trace.NoOpTracer()
     usable = await tools.usable()
+    native = _openai_backend(model)
+    if native is not None:
+        return await _run_native_loop(
+            messages, tools, usable, native, model.name, output_schema,
+            max_steps=max_steps, tracer=tracer, agent_name=agent_name, max_tokens=max_tokens,
+            timeout_s=timeout_s, observation_chars=observation_chars,
+        )
     by_name = {info.name: info for info in usable}
     final_validator = _validator(output_schema)
     conversation = [*messages, {"role": "system", "content": _protocol_prompt(usable)}]
@@ -262,3 +273,188 @@ def _hoist_defs(schema: dict[str, Any], prefix: str, defs: dict[str, Any]) -> di
 def _validator(schema: dict[str, Any]) -> Any:
     cls = validators.validator_for(schema)
     return cls(schema)
+
+
+# -- native OpenAI tool calling (HTTP models) --------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _OpenAIBackend:
+    client: Any
+    """An `openai.AsyncOpenAI`."""
+    model: str
+    provider: str
+    local: bool
+    timeout_s: float
+
+
+def _openai_backend(model: ModelClient) -> _OpenAIBackend | None:
+    """Native tool calling for OpenAI-compatible HTTP clients; None for everything else.
+
+    The model client contract (`ChatRequest`) has no tools, so the loop talks to the client's
+    `openai.AsyncOpenAI` itself. It is read from `openai_client` (or the private `_client` of
+    agents.models.openai_compat.OpenAICompatibleClient until that exposes it).
+    """
+    try:
+        import openai
+    except ImportError:  # pragma: no cover - openai is a dependency
+        return None
+    client = getattr(model, "openai_client", None) or getattr(model, "_client", None)
+    if not isinstance(client, openai.AsyncOpenAI) or not isinstance(getattr(model, "model", None), str):
+        return None
+    return _OpenAIBackend(
+        client=client,
+        model=model.model,  # type: ignore[attr-defined]
+        provider=getattr(model, "provider", "openai-compatible"),
+        local=bool(getattr(model, "local", False)),
+        timeout_s=float(getattr(model, "timeout_s", 60.0)),
+    )
+
+
+def _function_name(qualified: str) -> str:
+    # OpenAI function names allow [A-Za-z0-9_-]{1,64}: `ledger.find_vendor` -> `ledger__find_vendor`.
+    return qualified.replace(".", "__", 1)[:64]
+
+
+async def _run_native_loop(
+    messages: list[dict[str, str]],
+    tools: ToolView,
+    usable: list[ToolInfo],
+    backend: _OpenAIBackend,
+    model_name: str,
+    output_schema: dict[str, Any],
+    *,
+    max_steps: int,
+    tracer: Tracer,
+    agent_name: str | None,
+    max_tokens: int,
+    timeout_s: float | None,
+    observation_chars: int,
+) -> ToolLoopResult:
+    by_function = {_function_name(info.name): info for info in usable}
+    by_name = {info.name: info for info in usable}
+    payload = [
+        {
+            "type": "function",
+            "function": {
+                "name": fn,
+                "description": info.description[:1024],
+                "parameters": _clean(info.input_schema or {"type": "object", "properties": {}}),
+            },
+        }
+        for fn, info in by_function.items()
+    ]
+    final_validator = _validator(output_schema)
+    conversation: list[dict[str, Any]] = [*messages]
+    result = ToolLoopResult(output={}, calls=[], steps=0)
+    for step in range(1, max_steps + 1):
+        last = step == max_steps
+        kwargs: dict[str, Any] = {
+            "model": backend.model,
+            "messages": conversation,
+            "max_tokens": max_tokens,
+            "temperature": 0.0,
+            "timeout": timeout_s or backend.timeout_s,
+            "response_format": {"type": "json_schema", "json_schema": {"name": "output", "schema": output_schema}},
+        }
+        if payload:
+            kwargs["tools"] = payload
+            kwargs["tool_choice"] = "none" if last else "auto"
+        message, reply = await _native_chat(backend, model_name, kwargs, tracer, agent_name)
+        result.model_results.append(reply)
+        result.steps = step
+        tool_calls = list(getattr(message, "tool_calls", None) or [])
+        if not tool_calls:
+            conversation.append({"role": "assistant", "content": message.content or ""})
+            try:
+                final = json.loads(message.content or "")
+            except json.JSONDecodeError as exc:
+                conversation.append({"role": "user", "content": f"That reply is not JSON ({exc.msg}). Answer with JSON only."})
+                continue
+            errors = [e.message for e in final_validator.iter_errors(final)]
+            if not errors:
+                result.output = final
+                return result
+            conversation.append({"role": "user", "content": f"The answer does not match the output format: {'; '.join(errors[:3])}."})
+            continue
+        conversation.append(
+            {
+                "role": "assistant",
+                "content": message.content,
+                "tool_calls": [
+                    {"id": c.id, "type": "function", "function": {"name": c.function.name, "arguments": c.function.arguments}}
+                    for c in tool_calls
+                ],
+            }
+        )
+        for call in tool_calls:
+            info = by_function.get(call.function.name)
+            name = info.name if info is not None else call.function.name.replace("__", ".", 1)
+            try:
+                arguments = json.loads(call.function.arguments or "{}")
+            except json.JSONDecodeError as exc:
+                arguments = None
+                record = ToolCallRecord(step, name, {}, True, "tool_arguments_invalid", f"arguments are not JSON ({exc.msg})", 0.0)
+            if arguments is not None:
+                record = await _call_tool(tools, by_name, step, name, arguments, observation_chars)
+            result.calls.append(record)
+            conversation.append({"role": "tool", "tool_call_id": call.id, "content": record.observation})
+    raise ToolLoopExhausted(
+        f"{'agent ' + repr(agent_name) + ': ' if agent_name else ''}no valid final answer within {max_steps} steps "
+        f"({len(result.calls)} tool calls); raise max_steps or simplify the output schema"
+    )
+
+
+async def _native_chat(
+    backend: _OpenAIBackend, model_name: str, kwargs: dict[str, Any], tracer: Tracer, agent_name: str | None
+) -> tuple[Any, ChatResult]:
+    import openai
+
+    from agents.models.base import ModelBadResponse, ModelTimeout, ModelUnavailable
+
+    with tracer.start_as_current_span(f"chat {model_name}", record_exception=False, set_status_on_exception=False) as span:
+        span.set_attributes({"gen_ai.operation.name": "chat", "gen_ai.request.model": model_name, "gen_ai.output.type": "json"})
+        if agent_name:
+            span.set_attribute("gen_ai.agent.name", agent_name)
+        started = time.perf_counter()
+        try:
+            response = await backend.client.chat.completions.create(**kwargs)
+        except openai.APITimeoutError:
+            error: ModelError = ModelTimeout(f"model {backend.model!r} did not answer within {kwargs['timeout']:g}s")
+        except openai.APIConnectionError as exc:
+            error = ModelUnavailable(f"cannot reach model {backend.model!r}: {exc}")
+        except openai.APIStatusError as exc:
+            kind = ModelUnavailable if exc.status_code == 429 or exc.status_code >= 500 else ModelBadResponse
+            error = kind(f"model {backend.model!r} answered HTTP {exc.status_code}")
+        except openai.OpenAIError as exc:
+            error = ModelBadResponse(f"model {backend.model!r}: {exc}")
+        else:
+            error = None  # type: ignore[assignment]
+        if error is None and not getattr(response, "choices", None):
+            error = ModelBadResponse(f"model {backend.model!r} returned no choices")
+        if error is not None:
+            span.set_status(StatusCode.ERROR, error.message)
+            span.set_attribute("error.type", error.code)
+            raise error
+        choice = response.choices[0]
+        usage = response.usage
+        reply = ChatResult(
+            text=choice.message.content or "",
+            model=response.model or backend.model,
+            provider=backend.provider,
+            input_tokens=usage.prompt_tokens if usage else 0,
+            output_tokens=usage.completion_tokens if usage else 0,
+            latency_ms=(time.perf_counter() - started) * 1000,
+            local=backend.local,
+            finish_reason=choice.finish_reason or "stop",
+        )
+        span.set_attributes(
+            {
+                "gen_ai.provider.name": reply.provider,
+                "gen_ai.response.model": reply.model,
+                "gen_ai.usage.input_tokens": reply.input_tokens,
+                "gen_ai.usage.output_tokens": reply.output_tokens,
+                "gen_ai.response.finish_reasons": [reply.finish_reason],
+            }
+        )
+        return choice.message, reply

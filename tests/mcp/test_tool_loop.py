@@ -106,3 +106,44 @@ def test_action_schema_hoists_definitions_so_refs_resolve() -> None:
     validator = validators.validator_for(schema)(schema)
     assert validator.is_valid({"final": {"item": 3}})
     assert not validator.is_valid({"final": {"item": "x"}})
+
+
+async def test_http_model_uses_native_openai_tool_calling(lock_file: Path) -> None:
+    from agents.models.openai_compat import OpenAICompatibleClient
+    from tests.mcp.servers.tool_calling_openai import ScriptedToolCaller, final, tool_call
+    from tests.support.servers import serve_app
+
+    scripted = ScriptedToolCaller(
+        [
+            {
+                "tool_calls": [
+                    tool_call("c1", "ledger__get_purchase_order", {"po_number": "PO-7781"}),
+                    tool_call("c2", "ledger__list_payments", {"vendor": "V-1001"}),
+                ]
+            },
+            {"tool_calls": [tool_call("c3", "ledger__find_vendor", {"name": 42})]},
+            final({"po_matches": True, "vendor_id": "V-1001"}),
+        ]
+    )
+    with serve_app(scripted.app()) as url:
+        model = OpenAICompatibleClient(base_url=f"{url}/v1", model="scripted-tools", max_retries=0)
+        async with open_hub({"ledger": ledger_config()}, lock_file=lock_file) as hub:
+            view = hub.view(["ledger.get_purchase_order", "ledger.find_vendor"])
+            result = await run_tool_loop(MESSAGES, view, model, OUTPUT, max_steps=4)
+        await model.aclose()
+
+    assert result.output == {"po_matches": True, "vendor_id": "V-1001"} and result.steps == 3
+    first, second, third = scripted.requests
+    assert sorted(t["function"]["name"] for t in first["tools"]) == ["ledger__find_vendor", "ledger__get_purchase_order"]
+    assert first["tool_choice"] == "auto" and first["response_format"]["json_schema"]["schema"] == OUTPUT
+    tool_messages = [m for m in second["messages"] if m["role"] == "tool"]
+    assert [m["tool_call_id"] for m in tool_messages] == ["c1", "c2"]
+    assert json.loads(tool_messages[0]["content"])["net_total"] == 2279
+    assert "not in this agent's" in tool_messages[1]["content"]
+    assert second["messages"][-3]["tool_calls"][0]["function"]["name"] == "ledger__get_purchase_order"
+    assert "name: 42 is not valid" in third["messages"][-1]["content"]
+    assert [(c.tool, c.error_code) for c in result.calls] == [
+        ("ledger.get_purchase_order", None),
+        ("ledger.list_payments", "tool_not_allowed"),
+        ("ledger.find_vendor", "tool_arguments_invalid"),
+    ]
