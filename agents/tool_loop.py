@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from jsonschema import validators
 from opentelemetry import trace
@@ -85,17 +85,23 @@ async def run_tool_loop(
     max_tokens: int = 384,
     timeout_s: float | None = None,
     observation_chars: int = 2000,
+    mode: Literal["auto", "native", "constrained"] = "auto",
 ) -> ToolLoopResult:
     """Run the loop and return the validated final output with the record of every tool call.
 
     `messages` are the agent's own (system instructions + user input); the loop adds a system
-    message describing the allowed tools and the reply protocol.
+    message describing the allowed tools and the reply protocol. `mode`: `auto` uses native
+    tool calling on OpenAI-compatible HTTP clients and the schema-constrained choice on every
+    other client; `constrained` forces the latter (e.g. a vLLM server started without
+    `--enable-auto-tool-choice`).
     """
     if max_steps < 1:
         raise ValueError("max_steps must be at least 1")
     tracer = tracer or trace.NoOpTracer()
     usable = await tools.usable()
-    native = _openai_backend(model)
+    native = None if mode == "constrained" else _openai_backend(model)
+    if mode == "native" and native is None:
+        raise ValueError(f"model client {model.name!r} is not an OpenAI-compatible HTTP client; use mode='auto'")
     if native is not None:
         return await _run_native_loop(
             messages, tools, usable, native, model.name, output_schema,
