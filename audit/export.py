@@ -10,13 +10,13 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
-from audit.chain import VerifyReport
+from audit.chain import SignedMark, VerifyReport, canonical_json, record_hash
 from audit.errors import FlotillaError
 from audit.store import AuditStore
 from audit.templating import render
 from audit.tree import build_view
 
-__all__ = ["RunNotFound", "run_bundle", "export_json", "export_html", "EXPORT_FORMAT"]
+__all__ = ["RunNotFound", "run_bundle", "export_json", "export_html", "check_export", "EXPORT_FORMAT"]
 
 EXPORT_FORMAT = "flotilla-audit-export/1"
 
@@ -51,7 +51,7 @@ def run_bundle(store: AuditStore, run_id: str, chain: VerifyReport | None = None
             }
             for r in records
         ],
-        "hash_rule": "sha256(canonical_json({kind, prev, recorded_at, run_id, seq}) with ,\"payload\":<canonical payload> before the closing brace)",
+        "hash_rule": 'sha256 of {"kind":K,"prev":PREV,"recorded_at":T,"run_id":R,"seq":N,"payload":P} where P is the payload as canonical JSON (sorted keys, no spaces, UTF-8)',
     }
 
 
@@ -72,3 +72,26 @@ def export_html(store: AuditStore, run_id: str) -> str:
         bundle_json=json.dumps(bundle, ensure_ascii=False).replace("</", "<\\/"),
         standalone=True,
     )
+
+
+def check_export(bundle: dict[str, Any], key: bytes | None = None) -> list[str]:
+    """Problems with an exported JSON file on its own (no store needed); empty when it is intact.
+
+    Each record's hash is recomputed from its fields, consecutive records must link, and with
+    the key the signed head in the file must carry a valid signature.
+    """
+    problems: list[str] = []
+    if bundle.get("format") != EXPORT_FORMAT:
+        return [f"not a {EXPORT_FORMAT} file"]
+    previous: dict[str, Any] | None = None
+    for rec in bundle.get("records", []):
+        payload = canonical_json(rec["payload"])
+        if record_hash(rec["seq"], rec["kind"], rec["run_id"], rec["recorded_at"], payload, rec["prev_hash"]) != rec["hash"]:
+            problems.append(f"record {rec['seq']} was edited: its content no longer matches its hash")
+        if previous is not None and rec["seq"] == previous["seq"] + 1 and rec["prev_hash"] != previous["hash"]:
+            problems.append(f"record {rec['seq']} does not link to record {previous['seq']}")
+        previous = rec
+    head = bundle.get("head")
+    if key is not None and head is not None and not SignedMark.from_dict(head).valid(key):
+        problems.append("the signed chain head in the file has a bad signature")
+    return problems

@@ -15,7 +15,7 @@ from rich.tree import Tree
 
 from audit.chain import SignedMark
 from audit.errors import FlotillaError
-from audit.export import RunNotFound, export_html, export_json
+from audit.export import RunNotFound, check_export, export_html, export_json
 from audit.query import VERDICTS, RunFilter, list_runs
 from audit.retention import prune as prune_all
 from audit.store import AuditStore
@@ -156,9 +156,12 @@ def show_cmd(
 @audit_app.command("verify")
 def verify_cmd(
     head: Annotated[Optional[Path], typer.Option("--head", help="A head exported earlier with `flotilla audit head`; the chain must still contain it.")] = None,
+    export: Annotated[Optional[Path], typer.Option("--export", help="Check an exported run file (JSON) on its own instead of the store.")] = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Check the whole hash chain; exits 1 and names the first broken record if anything was changed."""
+    if export is not None:
+        _verify_export(export)
     store, _ = _open()
     pinned = None
     if head is not None:
@@ -177,6 +180,24 @@ def verify_cmd(
     for warning in report.warnings:
         err.print(f"[yellow]warning:[/] {warning}", highlight=False)
     raise typer.Exit(0 if report.ok else 1)
+
+
+def _verify_export(path: Path) -> None:
+    try:
+        bundle = json.loads(path.read_text(encoding="utf-8"))
+        settings = load_settings()
+    except (OSError, ValueError) as exc:
+        raise _fail(f"cannot read {path}: {exc}") from None
+    except FlotillaError as exc:
+        raise _fail(exc.message) from None
+    key = settings.audit_hmac_key.get_secret_value().encode() if settings.audit_hmac_key else None
+    problems = check_export(bundle, key)
+    for problem in problems:
+        err.print(f"[red]BROKEN[/] {problem}", highlight=False)
+    if not problems:
+        signed = "signed head verified" if key else "head signature not checked (no key)"
+        out.print(f"[green]ok[/] {len(bundle.get('records', []))} records of run {(bundle.get('run') or {}).get('run_id')} intact, {signed}", highlight=False)
+    raise typer.Exit(1 if problems else 0)
 
 
 @audit_app.command("head")

@@ -93,6 +93,12 @@ def test_export_json_and_html(data_dir: Path, tmp_path: Path) -> None:
     html = (tmp_path / "run.html").read_text()
     assert code == 0 and "<style>" in html and "llama-guard" in html and 'id="audit-bundle"' in html
     assert "http://" not in html and "https://" not in html and "<link" not in html  # self-contained
+    code, out, _ = cli("verify", "--export", str(tmp_path / "run.json"))
+    assert code == 0 and "intact" in out and "signed head verified" in out
+    bundle["records"][2]["payload"]["name"] = "something else"
+    (tmp_path / "run.json").write_text(json.dumps(bundle))
+    code, _, err = cli("verify", "--export", str(tmp_path / "run.json"))
+    assert code == 1 and f"record {bundle['records'][2]['seq']} was edited" in err
     code, _, err = cli("export", "run-blocked", "--format", "pdf")
     assert code == 2 and "json or html" in err
 
