@@ -64,6 +64,13 @@ def _date(value: str | None, field: str) -> datetime | None:
         raise HTTPException(400, f"{field} must be a date like 2026-11-22") from None
 
 
+def _int(value: str | None, default: int, low: int, high: int) -> int:
+    try:
+        return max(low, min(high, int(value))) if value else default
+    except ValueError:
+        raise HTTPException(400, f"{value!r} is not a number") from None
+
+
 def create_audit_app(store: AuditStore, token: str, *, chain_ttl_s: float = 30.0) -> FastAPI:
     if not token:
         raise ConfigError("the audit page needs its own token: set FLOTILLA_AUDIT_TOKEN (the compliance role)")
@@ -108,7 +115,8 @@ def create_audit_app(store: AuditStore, token: str, *, chain_ttl_s: float = 30.0
             model=q.get("model") or None,
             initiator=q.get("initiator") or None,
             search=q.get("q") or None,
-            limit=min(int(q.get("limit", 200) or 200), 1000),
+            limit=_int(q.get("limit"), 100, 1, 1000),
+            offset=_int(q.get("offset"), 0, 0, 10**9),
         )
 
     @app.get("/", response_class=HTMLResponse, name="run_list")
@@ -116,11 +124,17 @@ def create_audit_app(store: AuditStore, token: str, *, chain_ttl_s: float = 30.0
         if (redirect := require_page(request)) is not None:
             return redirect
         flt = run_filter(request)
+        runs = list_runs(store, flt)
+        params = {k: v for k, v in request.query_params.items() if k != "offset"}
+        older = str(request.url_for("run_list").include_query_params(**params, offset=flt.offset + flt.limit)) if len(runs) == flt.limit else None
+        newer = str(request.url_for("run_list").include_query_params(**params, offset=max(0, flt.offset - flt.limit))) if flt.offset else None
         return templates.TemplateResponse(
             request,
             "list.html",
             {
-                "runs": list_runs(store, flt),
+                "runs": runs,
+                "older": older,
+                "newer": newer,
                 "f": flt,
                 "since": request.query_params.get("since"),
                 "until": request.query_params.get("until"),

@@ -51,6 +51,9 @@ def test_list_filters_and_search(client: TestClient) -> None:
     assert [r["run_id"] for r in rows("?q=claude")] == ["run-91c2-blocked"]
     assert [r["run_id"] for r in rows("?workflow=research")] == ["run-b5e0-escalated"]
     assert client.get("/audit/api/runs?verdict=nope", headers=AUTH).status_code == 400
+    first = client.get("/audit/?limit=3", headers=AUTH).text
+    assert first.count('data-testid="run-row"') == 3 and 'data-testid="older"' in first
+    assert client.get("/audit/?limit=3&offset=3", headers=AUTH).text.count('data-testid="run-row"') == 1
     page = client.get("/audit/?status=succeeded", headers=AUTH).text
     assert page.count('data-testid="run-row"') == 3 and "chain verified" in page
 
