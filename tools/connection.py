@@ -174,6 +174,9 @@ class ServerConnection:
         owner = asyncio.create_task(self._own(ready, stop), name=f"mcp-session:{self.name}")
         try:
             client = await asyncio.wait_for(asyncio.shield(ready), self.config.connect_timeout_s)
+        except asyncio.CancelledError:
+            owner.cancel()  # the caller gave up: do not leave a half-open session behind
+            raise
         except TimeoutError:
             owner.cancel()
             await asyncio.gather(owner, return_exceptions=True)

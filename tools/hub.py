@@ -128,6 +128,8 @@ class ToolHub:
             tools = await conn.list_tools()
             states = self.pins.check(server, tools)
             listing = _Listing(conn.generation, {t.name: ToolInfo(server, t, states[t.name]) for t in tools})
+            prefix = f"{server}."
+            self._validators = {k: v for k, v in self._validators.items() if not k[0].startswith(prefix)}
             self._listings[server] = listing
             return listing.tools
 
