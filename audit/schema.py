@@ -76,6 +76,8 @@ run_summaries = Table(
     Column("output_tokens", BigInteger, nullable=False, default=0),
     Column("cost_usd", Float, nullable=False, default=0.0),
     Column("spans", Integer, nullable=False, default=0),
+    # model calls to endpoints that are not local (`flotilla.model_local` false): 0 shows a run stayed on site
+    Column("remote_calls", Integer, nullable=False, server_default="0"),
     Column("error", Text),
     Column("last_seq", BigInteger, nullable=False, default=0),
     Index("ix_audit_runs_started_at", "started_at"),

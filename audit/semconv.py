@@ -39,6 +39,8 @@ ESCALATED = "flotilla.escalated"
 """True on a chat or invoke_agent span when the step went to the frontier model."""
 ESCALATION_REASON = "flotilla.escalation.reason"
 COST_USD = "flotilla.cost_usd"
+MODEL_LOCAL = "flotilla.model_local"
+"""On a chat span: whether the model endpoint is local (on site); false counts as a remote call."""
 
 RAIL_EVENT = "flotilla.rail"
 """Span event name of one rail decision; attributes below."""

@@ -44,6 +44,7 @@ def empty_summary(run_id: str) -> RunSummary:
         "output_tokens": 0,
         "cost_usd": 0.0,
         "spans": 0,
+        "remote_calls": 0,
         "error": None,
         "last_seq": 0,
     }
@@ -84,6 +85,8 @@ def fold_span(summary: RunSummary, span: dict[str, Any]) -> None:
         _add(summary["models"], attrs.get("gen_ai.response.model") or attrs.get("gen_ai.request.model"))
         summary["input_tokens"] += int(attrs.get("gen_ai.usage.input_tokens") or 0)
         summary["output_tokens"] += int(attrs.get("gen_ai.usage.output_tokens") or 0)
+        if attrs.get(sc.MODEL_LOCAL) is False:
+            summary["remote_calls"] += 1
     elif op == "execute_tool":
         _add(summary["tools"], attrs.get("gen_ai.tool.name"))
     summary["cost_usd"] += float(attrs.get(sc.COST_USD) or 0.0)

@@ -135,7 +135,7 @@ def show_cmd(
     out.print(
         f"[bold]{s.get('workflow') or 'run'}[/] {run_id}  status [{STATUS_STYLE.get(s.get('status') or '', 'white')}]{s.get('status')}[/]"
         f"  initiator {s.get('initiator') or '–'}  tokens {s.get('input_tokens', 0)}→{s.get('output_tokens', 0)}"
-        f"  cost ${s.get('cost_usd', 0.0):.4f}  verdict [{VERDICT_STYLE.get(s.get('verdict') or '', 'dim')}]{s.get('verdict') or '–'}[/]",
+        f"  cost ${s.get('cost_usd', 0.0):.4f}  remote model calls {s.get('remote_calls', 0)}  verdict [{VERDICT_STYLE.get(s.get('verdict') or '', 'dim')}]{s.get('verdict') or '–'}[/]",
         highlight=False,
     )
 

@@ -80,6 +80,7 @@ def emit_run(tracer: Tracer, spec: RunSpec) -> None:
                 "gen_ai.input.messages": json.dumps([{"role": "user", "content": PII_PROMPT}]),
                 "gen_ai.output.messages": json.dumps([{"role": "assistant", "content": f'{{"step": "{agent}", "vendor": "ACME GmbH"}}'}]),
                 sc.COST_USD: 0.0125 if model != spec.model else 0.0,
+                sc.MODEL_LOCAL: model == spec.model,
                 **({sc.ESCALATED: True, sc.ESCALATION_REASON: "schema invalid after repair"} if model != spec.model else {}),
             },
         )

@@ -178,6 +178,7 @@ def test_spans_become_run_summaries_and_filters_work(store: AuditStore) -> None:
     assert blocked["status"] == "blocked" and blocked["verdict"] == "block" and blocked["blocked"] == 1
     esc = store.run_summary("run-escalated")
     assert esc["escalated"] and "frontier-large" in esc["models"] and esc["cost_usd"] > 0
+    assert esc["remote_calls"] == 1 and ok["remote_calls"] == 0
 
     ids = lambda **kw: [r["run_id"] for r in list_runs(store, RunFilter(**kw))]  # noqa: E731
     assert ids() == ["run-escalated", "run-blocked", "run-ok"]
@@ -201,6 +202,23 @@ def test_spans_become_run_summaries_and_filters_work(store: AuditStore) -> None:
 def test_migrations_create_exactly_the_schema(store: AuditStore) -> None:
     with store.engine.connect() as conn:
         ctx = MigrationContext.configure(conn, opts={"version_table": VERSION_TABLE})
-        assert ctx.get_current_revision() == "0001"
+        assert ctx.get_current_revision() == "0002"
         diffs = compare_metadata(ctx, metadata)
     assert diffs == []
+
+
+def test_an_older_schema_is_upgraded_in_place(store_url: str) -> None:
+    from audit import migrate
+    from audit.store import _engine
+
+    engine = _engine(store_url)
+    migrate.upgrade(engine, "0001")
+    with engine.begin() as conn:
+        conn.execute(sa.text(
+            "INSERT INTO audit_runs (run_id, models, tools, agents, rail_checks, blocked, escalated, input_tokens, output_tokens, cost_usd, spans, last_seq) "
+            "VALUES ('old-run', '[]', '[]', '[]', 0, 0, false, 0, 0, 0, 0, 0)"
+        ))
+    engine.dispose()
+    upgraded = AuditStore(store_url, hmac_key=HMAC_KEY)
+    assert upgraded.run_summary("old-run")["remote_calls"] == 0
+    upgraded.close()
