@@ -147,3 +147,19 @@ async def test_http_model_uses_native_openai_tool_calling(lock_file: Path) -> No
         ("ledger.list_payments", "tool_not_allowed"),
         ("ledger.find_vendor", "tool_arguments_invalid"),
     ]
+
+
+async def test_action_schema_compiles_to_an_xgrammar_grammar(lock_file: Path) -> None:
+    """The embedded engine constrains decoding with xgrammar: the tool-or-final union built from
+    real servers' schemas must compile, accept a well-formed call and refuse a made-up tool."""
+    import xgrammar as xgr
+    from xgrammar.testing import _is_grammar_accept_string
+
+    async with open_hub({"ledger": ledger_config()}, lock_file=lock_file) as hub:
+        usable = await hub.view(["ledger.find_vendor", "ledger.get_purchase_order"]).usable()
+    grammar = xgr.Grammar.from_json_schema(json.dumps(action_schema(usable, OUTPUT)), strict_mode=True)
+    accepts = lambda text: _is_grammar_accept_string(grammar, text)  # noqa: E731
+    assert accepts('{"tool": "ledger.get_purchase_order", "arguments": {"po_number": "PO-7781"}}')
+    assert accepts('{"final": {"po_matches": true, "vendor_id": "V-1001"}}')
+    assert not accepts('{"tool": "ledger.list_payments", "arguments": {"vendor": "V-1001"}}')
+    assert not accepts('{"tool": "ledger.get_purchase_order", "arguments": {"po_number": 7781}}')
