@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import math
 from collections.abc import Iterable
 from json.encoder import encode_basestring as _encode_string
 from dataclasses import dataclass, field
@@ -33,8 +34,21 @@ GENESIS = "0" * 64
 
 
 def canonical_json(value: Any) -> str:
-    """One text per value: sorted keys, no spaces, UTF-8 as is, no NaN."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False, default=str)
+    """One text per value: sorted keys, no spaces, UTF-8 as is; NaN and infinities become strings."""
+    try:
+        return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False, default=str)
+    except ValueError:  # a non-finite float somewhere (e.g. a score): JSON has no spelling for it
+        return canonical_json(_finite(value))
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
 
 
 def record_hash(seq: int, kind: str, run_id: str | None, recorded_at: str, payload: str, prev_hash: str) -> str:

@@ -6,9 +6,13 @@ database or the network. Every span goes through the same `Sanitizer` before it 
 
 from __future__ import annotations
 
+import json
 import logging
+import os
+import threading
 from collections import OrderedDict
 from collections.abc import Sequence
+from pathlib import Path
 
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
@@ -49,19 +53,54 @@ class RunContextProcessor(SpanProcessor):
 class AuditSpanExporter(SpanExporter):
     """Writes each batch of finished spans (plus one `rail` record per rail decision) to the store."""
 
-    def __init__(self, store: AuditStore, sanitizer: Sanitizer | None = None) -> None:
+    def __init__(self, store: AuditStore, sanitizer: Sanitizer | None = None, *, spool: Path | None = None) -> None:
         self.store = store
         self.sanitizer = sanitizer or Sanitizer()
+        self.spool = spool
+        """When the store cannot be written, sanitized records wait here (JSON lines) and go in first next time."""
+        self._lock = threading.Lock()
         # trace → run, for spans of a run that arrive without the attribute
         self._runs: OrderedDict[str, str] = OrderedDict()
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        try:
-            self.store.append(self.records(spans))
-        except Exception:  # the exporter must never raise into the SDK; the failure is logged
-            log.exception("audit export of %d spans failed", len(spans))
-            return SpanExportResult.FAILURE
-        return SpanExportResult.SUCCESS
+        with self._lock:
+            try:
+                new = self.records(spans)
+            except Exception:  # the exporter must never raise into the SDK
+                log.exception("audit export: could not convert %d spans", len(spans))
+                return SpanExportResult.FAILURE
+            waiting = self._read_spool()
+            try:
+                self.store.append(waiting + new)
+            except Exception as exc:
+                if self.spool is None:
+                    log.error("audit export of %d spans failed (no spool configured, they are lost): %s", len(spans), exc)
+                    return SpanExportResult.FAILURE
+                self._write_spool(new)
+                log.error("audit store unavailable, %d records spooled to %s: %s", len(new), self.spool, exc)
+                return SpanExportResult.FAILURE
+            if waiting:
+                self.spool.unlink(missing_ok=True)  # type: ignore[union-attr]
+            return SpanExportResult.SUCCESS
+
+    def _read_spool(self) -> list[NewRecord]:
+        if self.spool is None or not self.spool.is_file():
+            return []
+        out = []
+        for line in self.spool.read_text(encoding="utf-8").splitlines():
+            if line.strip():
+                item = json.loads(line)
+                out.append(NewRecord(item["kind"], item["payload"], item.get("run_id")))
+        return out
+
+    def _write_spool(self, new: list[NewRecord]) -> None:
+        assert self.spool is not None
+        self.spool.parent.mkdir(parents=True, exist_ok=True)
+        with self.spool.open("a", encoding="utf-8") as fh:
+            for rec in new:
+                fh.write(json.dumps({"kind": rec.kind, "payload": rec.payload, "run_id": rec.run_id}, ensure_ascii=False) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
 
     def records(self, spans: Sequence[ReadableSpan]) -> list[NewRecord]:
         for span in spans:

@@ -6,6 +6,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from opentelemetry.sdk.trace.export import SpanExporter
 
 from audit.exporter import AuditSpanExporter, SanitizingExporter
@@ -20,11 +22,16 @@ def open_audit_store(url: str, *, hmac_key: str | bytes | None = None, sanitizer
     return AuditStore(url, hmac_key=hmac_key or None, sanitizer=sanitizer)
 
 
-def audit_exporters(store: AuditStore | None, sanitizer: Sanitizer, *, otlp: bool = True) -> list[SpanExporter]:
-    """The audit-store exporter, plus a sanitized OTLP/HTTP exporter when the OTLP env vars are set."""
+def audit_exporters(
+    store: AuditStore | None, sanitizer: Sanitizer, *, otlp: bool = True, spool: Path | None = None
+) -> list[SpanExporter]:
+    """The audit-store exporter, plus a sanitized OTLP/HTTP exporter when the OTLP env vars are set.
+
+    `spool` (e.g. `<data_dir>/audit-spool.jsonl`) keeps records while the store is unreachable.
+    """
     exporters: list[SpanExporter] = []
     if store is not None:
-        exporters.append(AuditSpanExporter(store, sanitizer))
+        exporters.append(AuditSpanExporter(store, sanitizer, spool=spool))
     remote = otlp_exporter_from_env() if otlp else None
     if remote is not None:
         exporters.append(SanitizingExporter(remote, sanitizer))

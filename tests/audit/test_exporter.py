@@ -116,3 +116,22 @@ def test_fake_secrets_never_reach_the_store_or_otlp(sqlite_store: AuditStore, mo
         assert secret not in dump, name
         assert secret.encode() not in payloads, name
     assert sqlite_store.verify().ok
+
+
+def test_spans_wait_in_the_spool_while_the_store_is_down(sqlite_store: AuditStore, tmp_path) -> None:
+    spool = tmp_path / "audit-spool.jsonl"
+    exporter = AuditSpanExporter(sqlite_store, Sanitizer("off"), spool=spool)
+    tel = sync_telemetry([exporter])
+    # The store breaks (its head table is gone), a run happens, then the store comes back.
+    with sqlite_store.engine.begin() as conn:
+        conn.execute(sa.text("ALTER TABLE audit_head RENAME TO audit_head_away"))
+    emit_run(tel.tracer, RunSpec("run-during-outage"))
+    assert spool.is_file() and sqlite_store.run_summary("run-during-outage") is None
+    with sqlite_store.engine.begin() as conn:
+        conn.execute(sa.text("ALTER TABLE audit_head_away RENAME TO audit_head"))
+    emit_run(tel.tracer, RunSpec("run-after"))
+    tel.shutdown()
+    assert not spool.exists()
+    assert sqlite_store.run_summary("run-during-outage")["spans"] == 10
+    assert sqlite_store.run_summary("run-after")["spans"] == 10
+    assert sqlite_store.verify().ok
