@@ -49,6 +49,23 @@ class LocalEmbedder:
 
     def encode(self, texts: list[str], *, batch_size: int = 32) -> np.ndarray:
         """L2-normalised float32 embeddings, one row per text."""
+        if len(texts) == 1:
+            return self._encode_one(texts[0])
         return self.model.encode(
             texts, batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False
         ).astype(np.float32)
+
+    def _encode_one(self, text: str) -> np.ndarray:
+        """The per-check hot path: the model's own Transformer → mean pooling → normalise, without
+        sentence-transformers' batching machinery (about a quarter of the time for one short text)."""
+        import torch
+
+        transformer = self.model[0]
+        features = transformer.tokenizer(
+            [text], return_tensors="pt", truncation=True, max_length=transformer.max_seq_length
+        )
+        with torch.inference_mode():
+            hidden = transformer.auto_model(**features).last_hidden_state
+            mask = features["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+            return torch.nn.functional.normalize(pooled, p=2, dim=1).numpy().astype(np.float32)
