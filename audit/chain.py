@@ -173,6 +173,7 @@ def verify_chain(
     anchor: SignedMark | None = None,
     key: bytes | None = None,
     pinned: SignedMark | None = None,
+    after: tuple[int, str] | None = None,
 ) -> VerifyReport:
     """Walk the records in seq order and report the first broken link.
 
@@ -180,7 +181,8 @@ def verify_chain(
 
     `anchor` is the signed checkpoint left by the last prune (the chain resumes after it);
     `head` the signed head kept by the store; `pinned` an exported head kept elsewhere,
-    which the chain must still contain.
+    which the chain must still contain. `after=(seq, hash)` checks only the records after a
+    point an earlier full verify already vouched for (`records` must start there too).
     """
     warnings: list[str] = []
     signed = key is not None
@@ -195,6 +197,8 @@ def verify_chain(
 
     expected_seq = anchor.seq + 1 if anchor is not None else 1
     expected_prev = anchor.hash if anchor is not None else GENESIS
+    if after is not None:
+        expected_seq, expected_prev = after[0] + 1, after[1]
     first: int | None = None
     last: int | None = None
     last_hash = expected_prev

@@ -189,13 +189,14 @@ class AuditStore:
         with self.engine.connect() as conn:
             return int(conn.execute(select(func.count()).select_from(records)).scalar_one())
 
-    def iter_chain(self, conn: Connection, *, batch: int = 20_000) -> Iterator[tuple[Any, ...]]:
+    def iter_chain(self, conn: Connection, *, batch: int = 20_000, after_seq: int | None = None) -> Iterator[tuple[Any, ...]]:
         """Every record in seq order as plain tuples (ChainRecord field order), streamed in batches.
 
         Uses the driver cursor directly (a server-side cursor on Postgres): verify reads every
         record, and per-row Row objects would double its cost.
         """
-        sql = "SELECT seq, kind, run_id, recorded_at, payload, prev_hash, hash FROM audit_records ORDER BY seq"
+        where = "" if after_seq is None else f" WHERE seq > {int(after_seq)}"
+        sql = f"SELECT seq, kind, run_id, recorded_at, payload, prev_hash, hash FROM audit_records{where} ORDER BY seq"
         dbapi = conn.connection.dbapi_connection
         cursor = dbapi.cursor(name="flotilla_audit_verify") if self.dialect == "postgresql" else dbapi.cursor()
         try:
@@ -215,14 +216,20 @@ class AuditStore:
             row = conn.execute(select(run_summaries).where(run_summaries.c.run_id == run_id)).mappings().first()
         return None if row is None else _summary_from_row(row)
 
-    def verify(self, *, pinned: SignedMark | None = None) -> VerifyReport:
-        """Check the whole chain in one consistent snapshot; names the first broken record."""
+    def verify(self, *, pinned: SignedMark | None = None, after: tuple[int, str] | None = None) -> VerifyReport:
+        """Check the chain in one consistent snapshot; names the first broken record.
+
+        `after=(seq, hash)`: only the records after a point a previous full verify vouched for.
+        """
         with self.engine.connect() as conn:
             if self.dialect == "postgresql":
                 conn = conn.execution_options(isolation_level="REPEATABLE READ")
             with conn.begin():
                 current, anchor = _head(conn), _anchor(conn)
-                return verify_chain(self.iter_chain(conn), head=current, anchor=anchor, key=self.hmac_key, pinned=pinned)
+                if after is not None and anchor is not None and anchor.seq >= after[0]:
+                    after = None  # pruned past the point vouched for: check everything that is left
+                rows = self.iter_chain(conn, after_seq=after[0] if after else None)
+                return verify_chain(rows, head=current, anchor=anchor, key=self.hmac_key, pinned=pinned, after=after)
 
     # -- retention -----------------------------------------------------------------------
 

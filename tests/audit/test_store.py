@@ -222,3 +222,14 @@ def test_an_older_schema_is_upgraded_in_place(store_url: str) -> None:
     upgraded = AuditStore(store_url, hmac_key=HMAC_KEY)
     assert upgraded.run_summary("old-run")["remote_calls"] == 0
     upgraded.close()
+
+
+def test_incremental_verify_checks_only_new_records(store: AuditStore) -> None:
+    store.append(_records(10))
+    head = store.head()
+    store.append(_records(5))
+    step = store.verify(after=(head.seq, head.hash))
+    assert step.ok and step.checked == 5 and step.first_seq == 11
+    _exec(store, "UPDATE audit_records SET payload = '{}' WHERE seq = 13")
+    step = store.verify(after=(head.seq, head.hash))
+    assert not step.ok and step.broken_seq == 13

@@ -89,3 +89,27 @@ def test_broken_chain_is_shown(client: TestClient, sqlite_store: AuditStore) -> 
 def test_refuses_to_start_without_a_token(sqlite_store: AuditStore) -> None:
     with pytest.raises(ConfigError, match="FLOTILLA_AUDIT_TOKEN"):
         create_audit_app(sqlite_store, "")
+
+
+def test_chain_status_stays_current_as_records_arrive(sqlite_store: AuditStore) -> None:
+    from audit.store import NewRecord
+
+    fill(sqlite_store)
+    app = FastAPI()
+    app.mount("/audit", create_audit_app(sqlite_store, TOKEN, chain_ttl_s=0))
+    client = TestClient(app)
+    total = sqlite_store.count()
+    assert client.get("/audit/api/verify", headers=AUTH).json()["checked"] == total
+    sqlite_store.append([NewRecord("config", {"change": "tool re-approved", "tool": "erp.lookup_vendor"})])
+    status = client.get("/audit/api/verify", headers=AUTH).json()
+    assert status["ok"] and status["checked"] == total + 1  # the new record, checked incrementally
+    # An edit behind the last checked point is caught by the periodic full check.
+    app = FastAPI()
+    app.mount("/audit", create_audit_app(sqlite_store, TOKEN, chain_ttl_s=0, full_verify_every_s=0))
+    client = TestClient(app)
+    assert client.get("/audit/api/verify", headers=AUTH).json()["ok"]
+    with sqlite_store.engine.begin() as conn:
+        conn.execute(sa.text("UPDATE audit_records SET payload = '{}' WHERE seq = :s"), {"s": total + 1})
+    sqlite_store.append([NewRecord("config", {"change": "another"})])
+    status = client.get("/audit/api/verify", headers=AUTH).json()
+    assert not status["ok"] and status["broken_seq"] == total + 1
