@@ -82,8 +82,12 @@ def test_broken_chain_is_shown(client: TestClient, sqlite_store: AuditStore) -> 
         conn.execute(sa.text("DELETE FROM audit_records WHERE seq = 12"))
     app = FastAPI()
     app.mount("/audit", create_audit_app(sqlite_store, TOKEN))  # a fresh app: no cached status
-    page = TestClient(app).get("/audit/", headers=AUTH).text
+    client = TestClient(app)
+    page = client.get("/audit/", headers=AUTH).text
     assert "chain broken at record 12" in page
+    owner = next(r for r in ("run-7f3a-ok", "run-91c2-blocked") if any(rec.seq == 13 for rec in sqlite_store.run_records(r)))
+    run_page = client.get(f"/audit/runs/{owner}", headers=AUTH).text
+    assert "record 12 is missing" in run_page
 
 
 def test_refuses_to_start_without_a_token(sqlite_store: AuditStore) -> None:
