@@ -76,3 +76,8 @@ async def test_nemo_without_a_model_resolver_is_a_config_error(engine_factory) -
     rails = Guardrails({"nemo": {"enabled": True}}, factory=engine_factory)
     with pytest.raises(ConfigError, match="model resolver"):
         await rails.check(RailPoint.OUTPUT, "fine")
+
+
+async def test_prose_outputs_are_not_mistaken_for_code_or_sql(rails: Guardrails) -> None:
+    note = json.dumps({"note": "It is important to check the costs; the supplier's address changed."})
+    assert json.loads(await rails.check(RailPoint.AGENT_OUTPUT, note)) == json.loads(note)
