@@ -10,6 +10,7 @@ values of the secrets flotilla was configured with.
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Callable, Iterable, Mapping
 from enum import StrEnum
@@ -21,6 +22,8 @@ from audit.semconv import CONTENT_KEYS, CONTENT_PREFIX
 __all__ = ["ContentPolicy", "Sanitizer", "REDACTED"]
 
 REDACTED = "[REDACTED]"
+
+log = logging.getLogger(__name__)
 
 
 _PLAIN, _CONTENT, _SECRET = 0, 1, 2
@@ -139,11 +142,15 @@ class Sanitizer:
             return value
         if self.redact is None:
             return None
-        if isinstance(value, str):
-            return self.redact(value)
-        if isinstance(value, (list, tuple)):
-            return [self.redact(v) if isinstance(v, str) else v for v in value]
-        return value
+        try:
+            if isinstance(value, str):
+                return self.redact(value)
+            if isinstance(value, (list, tuple)):
+                return [self.redact(v) if isinstance(v, str) else v for v in value]
+            return None  # not text: nothing the redactor could vouch for
+        except Exception:  # a failing redactor must not leak content, nor lose the span
+            log.exception("PII redaction failed; the content attribute is dropped")
+            return None
 
 
 def _is_content(key: str) -> bool:

@@ -30,6 +30,10 @@ def email_redactor(text: str) -> str:
     return re.sub(r"[\w.+-]+@[\w-]+\.[\w.]+", "<EMAIL_ADDRESS>", text)
 
 
+def broken_redactor(text: str) -> str:
+    raise RuntimeError("the PII engine is not loaded")
+
+
 def _chat_content(store: AuditStore, run_id: str) -> dict[str, object]:
     chats = [r.payload for r in store.run_records(run_id) if r.kind == "span" and r.payload["attributes"].get(sc.OPERATION) == "chat"]
     return chats[0]["attributes"]
@@ -41,6 +45,7 @@ def _chat_content(store: AuditStore, run_id: str) -> dict[str, object]:
         ("off", email_redactor, None),
         ("redacted", email_redactor, "redacted"),
         ("redacted", None, None),  # no redactor configured: nothing unredacted may leave
+        ("redacted", broken_redactor, None),  # a failing redactor drops the content, keeps the span
         ("full", None, "full"),
     ],
 )
