@@ -156,7 +156,7 @@ def action_schema(tools: list[ToolInfo], output_schema: dict[str, Any]) -> dict[
     defs: dict[str, Any] = {}
     branches = []
     for index, info in enumerate(tools):
-        arguments = _hoist_defs(_clean(info.input_schema or {"type": "object"}), f"t{index}_", defs)
+        arguments = _hoist_defs(_bounded(_clean(info.input_schema or {"type": "object"})), f"t{index}_", defs)
         branches.append(
             {
                 "type": "object",
@@ -256,6 +256,23 @@ def _type_hint(prop: dict[str, Any]) -> str:
         return str(prop["type"])
     kinds = [p.get("type") for p in prop.get("anyOf", []) if isinstance(p, dict) and p.get("type") not in (None, "null")]
     return "|".join(map(str, kinds)) or "any"
+
+
+ARGUMENT_MAX_CHARS = 120
+"""Strings in generated tool arguments are capped (unless the tool sets its own maxLength):
+small models under a grammar otherwise spin out long strings until max_tokens cuts the JSON."""
+
+
+def _bounded(schema: Any) -> Any:
+    if isinstance(schema, list):
+        return [_bounded(item) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out = {key: (_bounded(value) if key not in ("enum", "const", "default", "examples") else value) for key, value in schema.items()}
+    kinds = out.get("type")
+    if (kinds == "string" or (isinstance(kinds, list) and "string" in kinds)) and "maxLength" not in out and "enum" not in out:
+        out["maxLength"] = ARGUMENT_MAX_CHARS
+    return out
 
 
 def _clean(schema: dict[str, Any]) -> dict[str, Any]:
