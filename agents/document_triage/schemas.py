@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = ["LineItem", "Invoice", "CheckName", "CheckStatus", "Finding", "Analysis", "Verdict", "Decision", "Note"]
 
-ShortText = Annotated[str, Field(max_length=80)]
+ShortText = Annotated[str, Field(max_length=60)]
 IsoDate = Annotated[str, Field(pattern=r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$")]
 
 
@@ -22,7 +22,7 @@ class _Strict(BaseModel):
 
 
 class LineItem(_Strict):
-    description: ShortText
+    description: Annotated[str, Field(max_length=48)]
     quantity: float | None
     unit_price: float | None
     amount: float | None
@@ -37,7 +37,7 @@ class Invoice(_Strict):
     due_date: IsoDate | None
     purchase_order: Annotated[str, Field(max_length=40)] | None
     currency: Annotated[str, Field(pattern=r"^[A-Z]{3}$")] | None
-    line_items: Annotated[list[LineItem], Field(max_length=8)]
+    line_items: Annotated[list[LineItem], Field(max_length=5)]
     subtotal: float | None
     tax: float | None
     total: float | None
