@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from jsonschema import validators
 from opentelemetry import trace
@@ -31,7 +31,7 @@ from opentelemetry.trace import StatusCode, Tracer
 from agents.models.base import ChatRequest, ChatResult, ModelClient, ModelError
 from tools import ToolError, ToolInfo, ToolView
 
-__all__ = ["run_tool_loop", "ToolLoopResult", "ToolCallRecord", "ToolLoopExhausted", "action_schema"]
+__all__ = ["run_tool_loop", "ToolLoopResult", "ToolCallRecord", "ToolLoopExhausted", "ToolRails", "action_schema"]
 
 _ACTION_SCHEMA_NAME = "agent_action"
 
@@ -86,6 +86,8 @@ async def run_tool_loop(
     timeout_s: float | None = None,
     observation_chars: int = 2000,
     mode: Literal["auto", "native", "constrained"] = "auto",
+    rails: ToolRails | None = None,
+    workflow: str | None = None,
 ) -> ToolLoopResult:
     """Run the loop and return the validated final output with the record of every tool call.
 
@@ -94,6 +96,10 @@ async def run_tool_loop(
     tool calling on OpenAI-compatible HTTP clients and the schema-constrained choice on every
     other client; `constrained` forces the latter (e.g. a vLLM server started without
     `--enable-auto-tool-choice`).
+
+    `rails` (the runtime's guardrails, e.g. `guardrails.Guardrails`) checks each call's arguments
+    at the `tool-args` point before the call and screens each result at `tool-result` before
+    the model reads it; a `GuardrailViolation` ends the loop (and the step).
     """
     if max_steps < 1:
         raise ValueError("max_steps must be at least 1")
@@ -104,7 +110,7 @@ async def run_tool_loop(
         raise ValueError(f"model client {model.name!r} is not an OpenAI-compatible HTTP client; use mode='auto'")
     if native is not None:
         return await _run_native_loop(
-            messages, tools, usable, native, model.name, output_schema,
+            messages, _Caller(tools, rails, workflow, agent_name), usable, native, model.name, output_schema,
             max_steps=max_steps, tracer=tracer, agent_name=agent_name, max_tokens=max_tokens,
             timeout_s=timeout_s, observation_chars=observation_chars,
         )
@@ -113,6 +119,7 @@ async def run_tool_loop(
     conversation = [*messages, {"role": "system", "content": _protocol_prompt(usable)}]
     result = ToolLoopResult(output={}, calls=[], steps=0)
     seen_calls: dict[str, str] = {}
+    caller = _Caller(tools, rails, workflow, agent_name)
 
     for step in range(1, max_steps + 1):
         last = step == max_steps
@@ -139,7 +146,7 @@ async def run_tool_loop(
         if key in seen_calls:  # small models repeat themselves; the answer is already above
             conversation.append({"role": "user", "content": f"You already called {name} with these arguments; its result is above. Use it."})
             continue
-        record = await _call_tool(tools, by_name, step, name, arguments, observation_chars)
+        record = await caller.call(by_name, step, name, arguments, observation_chars)
         result.calls.append(record)
         seen_calls[key] = record.observation
         label = "TOOL ERROR" if record.is_error else "TOOL RESULT"
@@ -207,18 +214,42 @@ async def _chat(
         return reply
 
 
-async def _call_tool(
-    tools: ToolView, known: dict[str, ToolInfo], step: int, name: str, arguments: Any, limit: int
-) -> ToolCallRecord:
-    started = time.perf_counter()
-    if not isinstance(arguments, dict):
-        return ToolCallRecord(step, name, {}, True, "tool_arguments_invalid", "arguments must be a JSON object", 0.0)
-    try:
-        result = await tools.call(name, arguments)
-    except ToolError as exc:
-        hint = "" if name in known else f" Available tools: {', '.join(sorted(known)) or 'none'}."
-        return ToolCallRecord(step, name, arguments, True, exc.code, exc.message + hint, (time.perf_counter() - started) * 1000)
-    return ToolCallRecord(step, name, arguments, result.is_error, None, result.observation(limit), result.latency_ms)
+class ToolRails(Protocol):
+    """What the loop needs from guardrails (graphs.compile.RailsHook has this shape)."""
+
+    async def check(self, point: Any, text: str, *, workflow: str | None = None, agent: str | None = None) -> str: ...
+
+
+@dataclass(frozen=True, slots=True)
+class _Caller:
+    tools: ToolView
+    rails: ToolRails | None
+    workflow: str | None
+    agent: str | None
+
+    async def call(self, known: dict[str, ToolInfo], step: int, name: str, arguments: Any, limit: int) -> ToolCallRecord:
+        started = time.perf_counter()
+        if not isinstance(arguments, dict):
+            return ToolCallRecord(step, name, {}, True, "tool_arguments_invalid", "arguments must be a JSON object", 0.0)
+        if self.rails is not None:
+            from guardrails.base import RailPoint  # noqa: PLC0415 - only when rails are wired
+
+            checked = await self.rails.check(
+                RailPoint.TOOL_ARGS, json.dumps(arguments, ensure_ascii=False), workflow=self.workflow, agent=self.agent
+            )
+            arguments = json.loads(checked)  # rails may redact values; the JSON stays valid
+        try:
+            result = await self.tools.call(name, arguments)
+        except ToolError as exc:
+            hint = "" if name in known else f" Available tools: {', '.join(sorted(known)) or 'none'}."
+            return ToolCallRecord(step, name, arguments, True, exc.code, exc.message + hint, (time.perf_counter() - started) * 1000)
+        observation = result.observation(limit)
+        if self.rails is not None:
+            from guardrails.base import RailPoint  # noqa: PLC0415
+
+            # Tool results are untrusted text: screened (and maybe quarantined) before the model reads them.
+            observation = await self.rails.check(RailPoint.TOOL_RESULT, observation, workflow=self.workflow, agent=self.agent)
+        return ToolCallRecord(step, name, arguments, result.is_error, None, observation, result.latency_ms)
 
 
 def _parse_action(text: str) -> tuple[dict[str, Any], str]:
@@ -341,7 +372,7 @@ def _function_name(qualified: str) -> str:
 
 async def _run_native_loop(
     messages: list[dict[str, str]],
-    tools: ToolView,
+    caller: _Caller,
     usable: list[ToolInfo],
     backend: _OpenAIBackend,
     model_name: str,
@@ -419,7 +450,7 @@ async def _run_native_loop(
                 arguments = None
                 record = ToolCallRecord(step, name, {}, True, "tool_arguments_invalid", f"arguments are not JSON ({exc.msg})", 0.0)
             if arguments is not None:
-                record = await _call_tool(tools, by_name, step, name, arguments, observation_chars)
+                record = await caller.call(by_name, step, name, arguments, observation_chars)
             result.calls.append(record)
             conversation.append({"role": "tool", "tool_call_id": call.id, "content": record.observation})
     raise ToolLoopExhausted(
