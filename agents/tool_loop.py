@@ -116,7 +116,7 @@ async def run_tool_loop(
         )
     by_name = {info.name: info for info in usable}
     final_validator = _validator(output_schema)
-    conversation = [*messages, {"role": "system", "content": _protocol_prompt(usable)}]
+    conversation = _with_protocol(messages, _protocol_prompt(usable))
     result = ToolLoopResult(output={}, calls=[], steps=0)
     seen_calls: dict[str, str] = {}
     caller = _Caller(tools, rails, workflow, agent_name)
@@ -264,6 +264,13 @@ def _parse_action(text: str) -> tuple[dict[str, Any], str]:
     if isinstance(value.get("tool"), str):
         return value, ""
     return {}, 'it must be {"tool": ..., "arguments": {...}} or {"final": {...}}'
+
+
+def _with_protocol(messages: list[dict[str, str]], protocol: str) -> list[dict[str, str]]:
+    """The reply protocol joins the agent's system message (small models expect one, first)."""
+    if messages and messages[0].get("role") == "system":
+        return [{"role": "system", "content": f"{messages[0]['content']}\n\n{protocol}"}, *messages[1:]]
+    return [{"role": "system", "content": protocol}, *messages]
 
 
 def _protocol_prompt(tools: list[ToolInfo]) -> str:

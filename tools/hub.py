@@ -8,6 +8,7 @@ an event on that span, so the trail shows what an agent tried and why it was sto
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -71,8 +72,6 @@ class ToolResult:
 
     def observation(self, limit: int = 4000) -> str:
         """What a model sees: structured content when there is some, else the text."""
-        import json
-
         body = json.dumps(self.structured, ensure_ascii=False) if self.structured is not None else self.text
         return body if len(body) <= limit else body[:limit] + " …[truncated]"
 
