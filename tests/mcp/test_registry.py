@@ -90,3 +90,12 @@ async def test_a_server_that_never_answers_times_out(tmp_path: Path, lock_file: 
         with pytest.raises(ToolTimeout, match=r"fault.hang did not answer within 0.5s"):
             await hub.call("fault.hang", {})
         assert (await hub.call("fault.echo", {"text": "still here"})).text == "still here"
+
+
+def test_allowlist_patterns_and_typos() -> None:
+    allow = Allowlist.of(["ledger", "documents.search_*", " ", "ledgr.find_vendor"])
+    assert allow.patterns == ("ledger.*", "documents.search_*", "ledgr.find_vendor")
+    assert allow.allows("ledger.list_payments") and allow.allows("documents.search_documents")
+    assert not allow.allows("documents.read_document") and not allow.allows("ledgerx.find_vendor")
+    assert allow.unmatched(["ledger", "documents"]) == ["ledgr.find_vendor"]
+    assert Allowlist.of(["*"]).unmatched([]) == []
