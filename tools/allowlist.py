@@ -33,7 +33,7 @@ class Allowlist:
     def unmatched(self, servers: Iterable[str]) -> list[str]:
         """Patterns that can match no configured server: typos `flotilla validate` should report."""
         names = list(servers)
-        return [p for p in self.patterns if not any(p == "*" or fnmatchcase(s, p.split(".", 1)[0]) for s in names)]
+        return [p for p in self.patterns if p != "*" and not any(fnmatchcase(s, p.split(".", 1)[0]) for s in names)]
 
     def may_touch_server(self, server: str) -> bool:
         """Whether any pattern could match a tool of `server` (so we only start servers we need)."""
