@@ -63,6 +63,8 @@ class ToolLoopResult:
     steps: int
     """Model turns taken (tool calls + the final answer + rejected replies)."""
     model_results: list[ChatResult] = field(default_factory=list)
+    blocked: list[str] = field(default_factory=list)
+    """Allowed tools withheld from the model because their pin changed (`flotilla tools approve`)."""
 
     @property
     def input_tokens(self) -> int:
@@ -104,7 +106,13 @@ async def run_tool_loop(
     if max_steps < 1:
         raise ValueError("max_steps must be at least 1")
     tracer = tracer or trace.NoOpTracer()
-    usable = await tools.usable()
+    visible = await tools.tools()
+    usable = [info for info in visible if not info.blocked]
+    blocked = [info.name for info in visible if info.blocked]
+    if blocked:  # withheld, not silently: the step's span and result say which and why
+        trace.get_current_span().add_event(
+            "flotilla.tools.blocked", {"flotilla.tools": blocked, "message": "tool pin changed; run `flotilla tools approve`"}
+        )
     native = None if mode == "constrained" else _openai_backend(model)
     if mode == "native" and native is None:
         raise ValueError(f"model client {model.name!r} is not an OpenAI-compatible HTTP client; use mode='auto'")
@@ -112,12 +120,12 @@ async def run_tool_loop(
         return await _run_native_loop(
             messages, _Caller(tools, rails, workflow, agent_name), usable, native, model.name, output_schema,
             max_steps=max_steps, tracer=tracer, agent_name=agent_name, max_tokens=max_tokens,
-            timeout_s=timeout_s, observation_chars=observation_chars,
+            timeout_s=timeout_s, observation_chars=observation_chars, blocked=blocked,
         )
     by_name = {info.name: info for info in usable}
     final_validator = _validator(output_schema)
     conversation = _with_protocol(messages, _protocol_prompt(usable))
-    result = ToolLoopResult(output={}, calls=[], steps=0)
+    result = ToolLoopResult(output={}, calls=[], steps=0, blocked=blocked)
     seen_calls: dict[str, str] = {}
     caller = _Caller(tools, rails, workflow, agent_name)
 
@@ -391,6 +399,7 @@ async def _run_native_loop(
     max_tokens: int,
     timeout_s: float | None,
     observation_chars: int,
+    blocked: list[str],
 ) -> ToolLoopResult:
     by_function = {_function_name(info.name): info for info in usable}
     by_name = {info.name: info for info in usable}
@@ -407,7 +416,7 @@ async def _run_native_loop(
     ]
     final_validator = _validator(output_schema)
     conversation: list[dict[str, Any]] = [*messages]
-    result = ToolLoopResult(output={}, calls=[], steps=0)
+    result = ToolLoopResult(output={}, calls=[], steps=0, blocked=blocked)
     for step in range(1, max_steps + 1):
         last = step == max_steps
         kwargs: dict[str, Any] = {

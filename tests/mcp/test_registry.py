@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from agents.models.testing import FunctionModel
+from agents.tool_loop import run_tool_loop
 from tests.mcp.helpers import documents_config, fault_config, ledger_config
 from tools import (
     Allowlist,
@@ -73,6 +75,11 @@ async def test_changed_description_is_blocked_until_approved(tmp_path: Path, loc
         states = {i.tool.name: i.pin for i in await hub.tools()}
         assert states["echo"] is PinState.CHANGED and states["pid"] is PinState.PINNED
         assert "fault.echo" not in {i.name for i in await hub.view(["fault.*"]).usable()}
+        # the tool loop withholds it from the model and says so
+        loop = await run_tool_loop(
+            [{"role": "user", "content": "hi"}], hub.view(["fault.echo"]), FunctionModel(lambda r: '{"final": {}}'), {"type": "object"}
+        )
+        assert loop.blocked == ["fault.echo"] and loop.calls == []
         with pytest.raises(ToolBlocked, match="flotilla tools approve fault.echo"):
             await hub.call("fault.echo", {"text": "second run"})
         assert await hub.approve("fault", "echo") == ["echo"]
