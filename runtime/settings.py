@@ -16,6 +16,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from agents.models.registry import ModelEndpoint
 from audit.errors import ConfigError
+from mcp_servers.bundled import bundled_servers
 from tools.config import McpServerConfig
 
 __all__ = ["Settings", "load_settings", "DEFAULT_ALIASES"]
@@ -42,8 +43,9 @@ class Settings(BaseSettings):
     """Dequantised embedded-model weights are cached here."""
     max_input_bytes: int = Field(default=1_000_000, gt=0)
     models: dict[str, ModelEndpoint] = Field(default_factory=_default_models)
-    mcp_servers: dict[str, McpServerConfig] = Field(default_factory=dict)
-    """MCP servers agents may use, by name (tools are `name.tool`); see tools/config.py."""
+    mcp_servers: dict[str, McpServerConfig] = Field(default_factory=bundled_servers)
+    """MCP servers agents may use, by name (tools are `name.tool`); see tools/config.py. The bundled
+    `ledger` and `documents` servers are always configured (an entry of the same name replaces them)."""
     embedded_max_tokens: int = Field(default=384, gt=0)
     audit_url: str | None = None
     """Audit store (SQLAlchemy URL); default sqlite:///<data_dir>/audit.sqlite. Postgres: postgresql+psycopg://…"""
@@ -58,6 +60,11 @@ class Settings(BaseSettings):
     @property
     def audit_store_url(self) -> str:
         return self.audit_url or f"sqlite:///{self.data_dir / 'audit.sqlite'}"
+
+    @field_validator("mcp_servers", mode="after")
+    @classmethod
+    def _with_bundled_servers(cls, value: dict[str, McpServerConfig]) -> dict[str, McpServerConfig]:
+        return {**bundled_servers(), **value}
 
     @field_validator("models", mode="before")
     @classmethod
