@@ -114,6 +114,17 @@ class RailsPipeline:
             for s in self._slots
         ]
 
+    async def warm_up(self) -> None:
+        """Build every enabled engine now, off the event loop (spaCy, MiniLM take seconds to load)."""
+        import asyncio
+
+        for slot in self._slots:
+            if slot.enabled and slot.name != "nemo":  # NeMo builds lazily inside its own async lock
+                rail = await asyncio.to_thread(slot.rail)
+                if slot.name in ("injection-classifier", "tool-result-screen"):
+                    point = next(iter(slot.points))
+                    await rail.check("warm up", point=point)
+
     async def run(self, point: RailPoint, text: str, *, workflow: str | None = None, agent: str | None = None) -> RailsReport:
         started = time.perf_counter()
         verdicts: list[Verdict] = []
@@ -257,6 +268,10 @@ class Guardrails:
             config = self._configs.get(workflow, self._base) if workflow else self._base
             self._pipelines[workflow] = self.factory.pipeline(config)
         return self._pipelines[workflow]
+
+    async def warm_up(self, workflow: str | None = None) -> None:
+        """Load the workflow's engines ahead of the first run (optional; otherwise they load on first use)."""
+        await self.pipeline(workflow).warm_up()
 
     async def report(self, point: RailPoint, text: str, *, workflow: str | None = None, agent: str | None = None) -> RailsReport:
         return await self.pipeline(workflow).run(RailPoint(point), text, workflow=workflow, agent=agent)

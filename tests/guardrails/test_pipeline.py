@@ -81,3 +81,9 @@ async def test_nemo_without_a_model_resolver_is_a_config_error(engine_factory) -
 async def test_prose_outputs_are_not_mistaken_for_code_or_sql(rails: Guardrails) -> None:
     note = json.dumps({"note": "It is important to check the costs; the supplier's address changed."})
     assert json.loads(await rails.check(RailPoint.AGENT_OUTPUT, note)) == json.loads(note)
+
+
+async def test_warm_up_builds_enabled_engines(rails: Guardrails) -> None:
+    await rails.warm_up("document_triage")
+    report = await rails.report(RailPoint.INPUT, "Summarise invoice INV-2041.", workflow="document_triage")
+    assert report.allowed and [v.engine for v in report.verdicts if v.enabled] == ["yara", "injection-classifier"]
