@@ -18,6 +18,7 @@ on a few prompts; that restores ~92% agreement.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -154,7 +155,9 @@ class _Linear:
         if self.int8:
             q, scale = weights[name + ".int8"], weights[name + ".scale"]
             zeros = torch.zeros(q.shape[0], dtype=torch.long)
-            qt = torch._make_per_channel_quantized_tensor(q, scale.double(), zeros, 0)
+            with warnings.catch_warnings():  # torch marks quantized tensors deprecated; fbgemm still needs one
+                warnings.simplefilter("ignore", UserWarning)
+                qt = torch._make_per_channel_quantized_tensor(q, scale.double(), zeros, 0)
             self.weight = torch.ops.quantized.linear_prepack(qt, None)
         else:
             self.weight = weights[name].float().contiguous()
