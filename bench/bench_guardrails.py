@@ -237,7 +237,8 @@ def main() -> None:
         block = sum(flags[s.text] for s in held) / len(held)
         fp_held = sum(flags[s.text] for s in benign_held) / len(benign_held)
         fp_all = sum(flags[s.text] for s in benign) / len(benign)
-        line(f"{e}: block rate on held-out families", f"{block:.1%}", f"goal >= {BLOCK_GOAL:.0%}: ratio {block / BLOCK_GOAL:.2f}")
+        what = "quarantine rate" if e == "tool screen" else "block rate"  # the screen fences, it never blocks
+        line(f"{e}: {what} on held-out families", f"{block:.1%}", f"goal >= {BLOCK_GOAL:.0%}: ratio {block / BLOCK_GOAL:.2f}")
         line(f"{e}: false positives, held-out benign (n={len(benign_held)})", f"{fp_held:.1%}", f"goal <= {FP_GOAL:.0%}: ratio {fp_held / FP_GOAL:.2f}")
         line(f"{e}: false positives, all benign (n={len(benign)})", f"{fp_all:.1%}")
 
