@@ -10,15 +10,19 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from functools import lru_cache
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from opentelemetry.trace import Span, Status, StatusCode, Tracer
 
 from agents.models.base import ChatRequest, ChatResult, ModelError
 from agents.models.registry import Binding
 from agents.output import OutputMismatch, OutputSchema
+
+if TYPE_CHECKING:
+    from agents.tool_loop import ToolRails
+    from tools import ToolView
 
 __all__ = ["Agent", "StepResult", "AgentOutputInvalid", "ContextHook", "PolicyHook"]
 
@@ -43,6 +47,7 @@ class StepResult:
     latency_ms: float
     repaired: bool
     notes: list[str] = field(default_factory=list)
+    tool_calls: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -60,6 +65,10 @@ class Agent:
     context: ContextHook | None = None
     policy: PolicyHook | None = None
     tools: tuple[str, ...] = ()
+    """The allowlist this agent was declared with (`server.tool`, globs)."""
+    tool_view: ToolView | None = None
+    """The MCP tools it may see and call; set when the runtime has a tool hub."""
+    max_tool_steps: int = 4
 
     @property
     def json_schema(self) -> dict[str, Any]:
@@ -85,7 +94,9 @@ class Agent:
             {"role": "user", "content": "\n\n".join(parts)},
         ]
 
-    async def run(self, state: dict[str, Any], tracer: Tracer) -> StepResult:
+    async def run(self, state: dict[str, Any], tracer: Tracer, *, rails: ToolRails | None = None, workflow: str | None = None) -> StepResult:
+        if self.tools and self.tool_view is not None:
+            return await self._run_with_tools(state, tracer, rails=rails, workflow=workflow)
         messages = self.messages(state)
         started = time.perf_counter()
         first = await self._call(messages, tracer)
@@ -114,6 +125,41 @@ class Agent:
             latency_ms=(time.perf_counter() - started) * 1000,
             repaired=len(results) > 1,
             notes=notes,
+        )
+
+    async def _run_with_tools(self, state: dict[str, Any], tracer: Tracer, *, rails: ToolRails | None, workflow: str | None) -> StepResult:
+        from agents.tool_loop import run_tool_loop  # imports the MCP client stack
+
+        started = time.perf_counter()
+        loop = await run_tool_loop(
+            self.messages(state),
+            self.tool_view,
+            self.binding.client,
+            self.json_schema,
+            max_steps=self.max_tool_steps,
+            tracer=tracer,
+            agent_name=self.name,
+            max_tokens=self.max_tokens,
+            timeout_s=self.timeout_s,
+            rails=rails,
+            workflow=workflow,
+        )
+        output, problem = self._validate(json.dumps(loop.output))
+        if problem:
+            raise AgentOutputInvalid(f"agent {self.name!r}: the final answer does not match {self.output.name}: {problem}")
+        notes = [f"tool {name} withheld: its description changed; re-approve with `flotilla tools approve`" for name in loop.blocked]
+        if self.policy is not None:
+            output, policy_notes = self.policy(output, state)
+            notes += policy_notes
+        return StepResult(
+            output=self.output.dump(output),
+            model=loop.model_results[-1].model if loop.model_results else self.binding.client.name,
+            input_tokens=loop.input_tokens,
+            output_tokens=loop.output_tokens,
+            latency_ms=(time.perf_counter() - started) * 1000,
+            repaired=False,
+            notes=notes,
+            tool_calls=[asdict(call) for call in loop.calls],
         )
 
     def _validate(self, text: str) -> tuple[Any, str]:

@@ -425,7 +425,7 @@ async def _run_native_loop(
             "max_tokens": max_tokens,
             "temperature": 0.0,
             "timeout": timeout_s or backend.timeout_s,
-            "response_format": {"type": "json_schema", "json_schema": {"name": "output", "schema": output_schema}},
+            "response_format": {"type": "json_schema", "json_schema": {"name": output_schema.get("title", "output"), "schema": output_schema}},
         }
         if payload:
             kwargs["tools"] = payload

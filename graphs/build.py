@@ -11,7 +11,7 @@ import importlib
 import json
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 
@@ -19,6 +19,9 @@ from agents.agent import Agent
 from agents.models.registry import ModelRegistry
 from agents.output import JsonSchemaOutput, OutputSchema, PydanticOutput
 from graphs.spec import END, SpecError, SpecProblem, WorkflowSpec
+
+if TYPE_CHECKING:
+    from tools import ToolHub
 
 __all__ = ["check_spec", "validate_spec", "build_agents", "resolve_ref", "load_output_schema"]
 
@@ -71,7 +74,9 @@ def _reachable(spec: WorkflowSpec) -> set[str]:
     return seen
 
 
-def check_spec(spec: WorkflowSpec, known_aliases: Iterable[str]) -> list[SpecProblem]:
+def check_spec(spec: WorkflowSpec, known_aliases: Iterable[str], tool_servers: Iterable[str] | None = None) -> list[SpecProblem]:
+    """Every semantic problem in `spec`. `tool_servers`, when given, are the configured MCP
+    server names that tool allowlists are checked against."""
     file = str(spec.source) if spec.source else "<workflow>"
     problems: list[SpecProblem] = []
 
@@ -121,6 +126,12 @@ def check_spec(spec: WorkflowSpec, known_aliases: Iterable[str]) -> list[SpecPro
                     problem(f"{hook} does not resolve: {exc}", "agents", name, hook)
         if agent.model not in aliases:
             problem(f"unknown model alias {agent.model!r}; declare it under `models:` in flotilla.yaml (known: {', '.join(sorted(aliases))})", "agents", name, "model")
+        if tool_servers is not None and agent.tools:
+            from tools import Allowlist
+
+            servers = sorted(tool_servers)
+            for pattern in Allowlist.of(agent.tools).unmatched(servers):
+                problem(f"tool pattern {pattern!r} matches no configured MCP server (configured: {', '.join(servers) or 'none'}); add the server under `mcp_servers:` in flotilla.yaml", "agents", name, "tools")
         for other in agent.reads or []:
             if other not in names:
                 problem(f"reads unknown agent {other!r}; known agents: {known}", "agents", name, "reads")
@@ -134,7 +145,7 @@ def validate_spec(spec: WorkflowSpec, known_aliases: Iterable[str]) -> WorkflowS
     return spec
 
 
-def build_agents(spec: WorkflowSpec, registry: ModelRegistry) -> dict[str, Agent]:
+def build_agents(spec: WorkflowSpec, registry: ModelRegistry, tools: ToolHub | None = None) -> dict[str, Agent]:
     validate_spec(spec, registry.aliases)
     agents: dict[str, Agent] = {}
     for name, a in spec.agents.items():
@@ -151,5 +162,7 @@ def build_agents(spec: WorkflowSpec, registry: ModelRegistry) -> dict[str, Agent
             context=resolve_ref(a.context) if a.context else None,
             policy=resolve_ref(a.policy) if a.policy else None,
             tools=tuple(a.tools),
+            tool_view=tools.view(a.tools) if tools is not None and a.tools else None,
+            max_tool_steps=a.max_tool_steps,
         )
     return agents

@@ -64,7 +64,7 @@ def agent_node(agent: Agent, tracer: Tracer, *, workflow: str, rails: RailsHook 
             )
             base = {"agent": agent.name, "model": agent.binding.client.name, "alias": agent.binding.alias, "fallback": agent.binding.fallback}
             try:
-                result = await agent.run(dict(state), tracer)
+                result = await agent.run(dict(state), tracer, rails=rails, workflow=workflow)
                 output = result.output
                 if rails is not None:
                     checked = await rails.check(RailPoint.AGENT_OUTPUT, json.dumps(output, ensure_ascii=False), workflow=workflow, agent=agent.name)
@@ -89,6 +89,8 @@ def agent_node(agent: Agent, tracer: Tracer, *, workflow: str, rails: RailsHook 
                 "repaired": result.repaired,
                 "notes": result.notes,
             }
+            if result.tool_calls:
+                record["tool_calls"] = result.tool_calls
             return {"outputs": {agent.name: output}, "steps": [record]}
 
     node.__name__ = f"agent_{agent.name}"

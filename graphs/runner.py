@@ -15,7 +15,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 from opentelemetry.trace import Status, StatusCode
@@ -31,6 +31,9 @@ from graphs.build import build_agents
 from graphs.compile import RailsHook, StepFailed, compile_workflow
 from graphs.spec import WorkflowSpec
 from guardrails.base import GuardrailViolation, RailPoint
+
+if TYPE_CHECKING:
+    from tools import ToolHub
 
 __all__ = ["WorkflowRunner", "RunResult", "RunEvent", "RunNotFound"]
 
@@ -85,6 +88,7 @@ class WorkflowRunner:
         checkpoint_path: Path,
         max_input_bytes: int,
         rails: RailsHook | None = None,
+        tools: ToolHub | None = None,
     ) -> None:
         self.registry = registry
         self.telemetry = telemetry
@@ -92,6 +96,7 @@ class WorkflowRunner:
         self.checkpoint_path = checkpoint_path
         self.max_input_bytes = max_input_bytes
         self.rails = rails
+        self.tools = tools
         # One checkpointer connection and one compiled graph per workflow, reused across runs:
         # compiling and reconnecting per run cost several times the orchestration itself.
         self._saver: AsyncSqliteSaver | None = None
@@ -106,7 +111,10 @@ class WorkflowRunner:
         await self.aclose()
 
     async def aclose(self) -> None:
-        """Close the checkpointer connection (its worker thread would otherwise outlive the loop)."""
+        """Close MCP sessions and the checkpointer connection (its worker thread would otherwise
+        outlive the loop)."""
+        if self.tools is not None:
+            await self.tools.aclose()
         if self._saver_cm is not None:
             cm, self._saver_cm, self._saver = self._saver_cm, None, None
             self._compiled.clear()
@@ -124,7 +132,7 @@ class WorkflowRunner:
             self._saver_loop = loop
         key = (str(spec.source or spec.name), version)
         if key not in self._compiled:
-            agents = build_agents(spec, self.registry)
+            agents = build_agents(spec, self.registry, self.tools)
             graph = compile_workflow(spec, agents, self.telemetry.tracer, rails=self.rails, checkpointer=self._saver)
             self._compiled[key] = (agents, graph)
         return self._compiled[key]

@@ -47,6 +47,8 @@ class AgentSpec(_Strict):
     """A model alias from flotilla.yaml."""
     tools: list[str] = Field(default_factory=list)
     """Allowlist of MCP tools (`server.tool`, globs allowed)."""
+    max_tool_steps: int = Field(default=4, gt=0, le=50)
+    """Model turns an agent with tools may take (tool calls plus the final answer)."""
     timeout_s: float | None = Field(default=None, gt=0)
     max_tokens: int = Field(default=384, gt=0, le=8192)
     reads: list[str] | None = None

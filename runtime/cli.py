@@ -57,7 +57,7 @@ def validate(workflow: Annotated[str, typer.Argument(help="Workflow YAML file or
     try:
         settings = load_settings()
         spec = load_workflow(workflow)
-        problems = check_spec(spec, set(settings.models) | {"embedded"})
+        problems = check_spec(spec, set(settings.models) | {"embedded"}, tool_servers=settings.mcp_servers)
     except SpecError as exc:
         for problem in exc.problems:
             err_console.print(f"[red]error:[/] {problem}", highlight=False)

@@ -12,6 +12,7 @@ from audit.runs import RunStore
 from audit.telemetry import JsonLinesSpanExporter, Telemetry, otlp_exporter_from_env
 from graphs.runner import WorkflowRunner
 from runtime.settings import Settings
+from tools import open_hub
 
 __all__ = ["Runtime", "build_runtime", "build_registry", "embedded_client"]
 
@@ -62,6 +63,7 @@ def build_runtime(settings: Settings) -> Runtime:
         exporters.append(otlp)
     telemetry = Telemetry(exporters)
     registry = build_registry(settings)
+    tools = open_hub(settings.mcp_servers, config_file=settings.config_file, tracer=telemetry.tracer)
     runs = RunStore(f"sqlite:///{settings.data_dir / 'runs.sqlite'}")
     runner = WorkflowRunner(
         registry=registry,
@@ -69,5 +71,6 @@ def build_runtime(settings: Settings) -> Runtime:
         runs=runs,
         checkpoint_path=settings.data_dir / "checkpoints.sqlite",
         max_input_bytes=settings.max_input_bytes,
+        tools=tools,
     )
     return Runtime(settings, registry, telemetry, runs, runner)

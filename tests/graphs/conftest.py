@@ -45,7 +45,7 @@ def canned(answers: dict[str, Any] = TRIAGE_ANSWERS) -> FunctionModel:
 class Harness:
     """A runner wired to a given model client, with its stores in a temp dir."""
 
-    def __init__(self, tmp: Path, model: ModelClient, *, max_input_bytes: int = 100_000) -> None:
+    def __init__(self, tmp: Path, model: ModelClient, *, max_input_bytes: int = 100_000, tools=None, rails=None) -> None:
         self.dir = tmp
         tmp.mkdir(parents=True, exist_ok=True)
         self.trace_file = tmp / "traces.jsonl"
@@ -58,6 +58,8 @@ class Harness:
             runs=self.runs,
             checkpoint_path=tmp / "checkpoints.sqlite",
             max_input_bytes=max_input_bytes,
+            tools=tools(self.telemetry.tracer) if callable(tools) else tools,
+            rails=rails,
         )
 
     def spans(self) -> list[dict[str, Any]]:
