@@ -34,7 +34,11 @@ class RunState(TypedDict, total=False):
 
 
 class RailsHook(Protocol):
-    """What the graph needs from guardrails: check a text at a point, get it back (maybe redacted)."""
+    """What the graph needs from guardrails (`guardrails.Guardrails` is one): take a workflow's
+    `rails:` section, and check a text at a point, getting it back (maybe redacted) or a
+    GuardrailViolation."""
+
+    def configure_workflow(self, workflow: str, overrides: dict[str, Any] | None) -> Any: ...
 
     async def check(self, point: RailPoint, text: str, *, workflow: str | None = None, agent: str | None = None) -> str: ...
 

@@ -133,6 +133,8 @@ class WorkflowRunner:
         key = (str(spec.source or spec.name), version)
         if key not in self._compiled:
             agents = build_agents(spec, self.registry, self.tools)
+            if self.rails is not None:
+                self.rails.configure_workflow(spec.name, spec.rails)
             graph = compile_workflow(spec, agents, self.telemetry.tracer, rails=self.rails, checkpointer=self._saver)
             self._compiled[key] = (agents, graph)
         return self._compiled[key]

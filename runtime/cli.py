@@ -68,7 +68,25 @@ def validate(workflow: Annotated[str, typer.Argument(help="Workflow YAML file or
         for problem in problems:
             err_console.print(f"[red]error:[/] {problem}", highlight=False)
         raise typer.Exit(EXIT_INVALID)
-    Console().print(f"[green]ok[/] {spec.name}: {len(spec.agents)} agents, {len(spec.edges)} edges, version {spec.version()}")
+    try:
+        engines = _rails_engines(spec)
+    except FlotillaError as exc:
+        raise fail(f"{spec.source}: rails: {exc.message}") from None
+    console = Console()
+    console.print(f"[green]ok[/] {spec.name}: {len(spec.agents)} agents, {len(spec.edges)} edges, version {spec.version()}")
+    for engine in engines:
+        if engine["enabled"]:
+            console.print(f"  rail [bold]{engine['engine']}[/] on at {', '.join(engine['points'])}")
+        else:
+            console.print(f"  rail [bold]{engine['engine']}[/] [yellow]disabled[/]: {engine['disabled_reason']}")
+
+
+def _rails_engines(spec) -> list[dict]:
+    from guardrails import Guardrails
+
+    rails = Guardrails()
+    rails.configure_workflow(spec.name, spec.rails)
+    return rails.pipeline(spec.name).engines()
 
 
 @app.command()

@@ -11,6 +11,7 @@ from agents.models.registry import ModelEndpoint, ModelRegistry
 from audit.runs import RunStore
 from audit.telemetry import JsonLinesSpanExporter, Telemetry, otlp_exporter_from_env
 from graphs.runner import WorkflowRunner
+from guardrails import Guardrails
 from runtime.settings import Settings
 from tools import open_hub
 
@@ -63,6 +64,7 @@ def build_runtime(settings: Settings) -> Runtime:
         exporters.append(otlp)
     telemetry = Telemetry(exporters)
     registry = build_registry(settings)
+    rails = Guardrails(model_resolver=lambda alias: registry.resolve(alias).client)
     tools = open_hub(settings.mcp_servers, config_file=settings.config_file, tracer=telemetry.tracer)
     runs = RunStore(f"sqlite:///{settings.data_dir / 'runs.sqlite'}")
     runner = WorkflowRunner(
@@ -72,5 +74,6 @@ def build_runtime(settings: Settings) -> Runtime:
         checkpoint_path=settings.data_dir / "checkpoints.sqlite",
         max_input_bytes=settings.max_input_bytes,
         tools=tools,
+        rails=rails,
     )
     return Runtime(settings, registry, telemetry, runs, runner)

@@ -131,3 +131,5 @@ def test_cli_validate_ok() -> None:
     result = CliRunner().invoke(app, ["validate", "document_triage"])
     assert result.exit_code == 0, result.output
     assert "ok document_triage: 4 agents" in result.output
+    assert "rail injection-classifier on at input" in result.output
+    assert "rail llama-guard disabled: no Llama Guard weights" in result.output  # no weights: reported, never silently "safe"
