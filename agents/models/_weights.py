@@ -84,9 +84,9 @@ def load_weights(cache_dir: Path, gguf: Path | None = None, precision: Precision
         _build_cache(gguf, target)
         source = "gguf"
     from safetensors.torch import load_file, save_file
-    from transformers import AutoTokenizer
+    from transformers import PreTrainedTokenizerFast  # not AutoTokenizer: that imports half of transformers
 
-    tokenizer = AutoTokenizer.from_pretrained(target, local_files_only=True)
+    tokenizer = PreTrainedTokenizerFast.from_pretrained(target, local_files_only=True)
     shape = LlamaShape.from_config(json.loads((target / "config.json").read_text()))
     quantized = target / "lean-int8.safetensors"
     if precision == "int8" and quantized.is_file():

@@ -85,13 +85,15 @@ class EmbeddedEngine:
         started = time.perf_counter()
         loaded = load_weights(Path(cache_dir), gguf_path or find_gguf(), precision)
         self.tokenizer = loaded.tokenizer
-        self._model = LeanLlama(loaded.shape, loaded.weights)
         self.cache_path = loaded.cache_path
         self.precision = precision
         self.vocab_size = loaded.shape.vocab_size
         self.context_length = loaded.shape.max_positions
         self.stop_token_ids = self._stop_ids()
-        self._grammars = GrammarCache(self.tokenizer, self.vocab_size, self.stop_token_ids)
+        with ThreadPoolExecutor(max_workers=1) as side:  # overlap the two slow parts of a warm load
+            model = side.submit(LeanLlama, loaded.shape, loaded.weights)
+            self._grammars = GrammarCache(self.tokenizer, self.vocab_size, self.stop_token_ids)
+            self._model = model.result()
         self._lock = threading.Lock()
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="embedded-engine")
         self.load_info = {"source": loaded.source, "load_s": time.perf_counter() - started}
