@@ -188,6 +188,8 @@ class Agent:
                     "gen_ai.request.temperature": request.temperature,
                     "flotilla.model_alias": self.binding.alias,
                     "flotilla.model_fallback": self.binding.fallback,
+                    # Content: exporters keep it redacted, in full or not at all, per audit policy.
+                    "gen_ai.input.messages": json.dumps(messages, ensure_ascii=False),
                 }
             )
             try:
@@ -203,6 +205,7 @@ class Agent:
                     "gen_ai.usage.output_tokens": result.output_tokens,
                     "gen_ai.response.finish_reasons": [result.finish_reason],
                     "flotilla.model_local": result.local,
+                    "gen_ai.output.messages": json.dumps([{"role": "assistant", "content": result.text}], ensure_ascii=False),
                 }
             )
             return result

@@ -154,6 +154,7 @@ app.add_typer(__import__("runtime.cli_audit", fromlist=["audit_app"]).audit_app,
 app.add_typer(__import__("runtime.cli_tools", fromlist=["tools_app"]).tools_app)
 app.add_typer(__import__("runtime.cli_mcp", fromlist=["mcp_app"]).mcp_app)
 app.add_typer(__import__("runtime.cli_guard", fromlist=["guard_app"]).guard_app)
+app.command("serve")(__import__("runtime.serve", fromlist=["serve"]).serve)
 app.command("serve-model")(__import__("runtime.cli_model", fromlist=["serve_model"]).serve_model)
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 
@@ -9,13 +11,17 @@ from agents.models.base import ModelClient
 from agents.models.openai_compat import OpenAICompatibleClient
 from agents.models.registry import ModelEndpoint, ModelRegistry
 from audit.runs import RunStore
-from audit.telemetry import JsonLinesSpanExporter, Telemetry, otlp_exporter_from_env
+from audit.exporter import SanitizingExporter
+from audit.sanitize import Sanitizer
+from audit.setup import audit_exporters, open_audit_store
+from audit.store import AuditStore
+from audit.telemetry import JsonLinesSpanExporter, Telemetry
 from graphs.runner import WorkflowRunner
 from guardrails import Guardrails
 from runtime.settings import Settings
 from tools import open_hub
 
-__all__ = ["Runtime", "build_runtime", "build_registry", "embedded_client"]
+__all__ = ["Runtime", "build_runtime", "build_registry", "embedded_client", "configured_secrets"]
 
 
 def embedded_client(settings: Settings) -> ModelClient:
@@ -47,6 +53,7 @@ class Runtime:
     telemetry: Telemetry
     runs: RunStore
     runner: WorkflowRunner
+    audit_store: AuditStore | None = None
 
     @property
     def trace_file(self):
@@ -55,18 +62,49 @@ class Runtime:
     def close(self) -> None:
         self.telemetry.shutdown()
         self.runs.engine.dispose()
+        if self.audit_store is not None:
+            self.audit_store.engine.dispose()
+
+
+def configured_secrets(settings: Settings) -> list[str]:
+    """Values of every secret the configuration names, so no exporter can ever record one."""
+    names = {"FLOTILLA_MCP_TOKEN", "FLOTILLA_AUDIT_TOKEN", "FLOTILLA_AUDIT_HMAC_KEY"}
+    names |= {e.api_key_env for e in settings.models.values() if e.api_key_env}
+    names |= {getattr(s, "bearer_token_env", None) for s in settings.mcp_servers.values()} - {None}
+    values = [os.environ.get(name, "") for name in names]
+    values += [secret.get_secret_value() for secret in (settings.audit_token, settings.audit_hmac_key) if secret]
+    return [v for v in values if v]
+
+
+def _redactor() -> Callable[[str], str]:
+    """PII redaction for recorded content; spaCy loads on first use, in the exporter's thread."""
+    rail = None
+
+    def redact(text: str) -> str:
+        nonlocal rail
+        if rail is None:
+            from guardrails.pii import PresidioRail
+
+            rail = PresidioRail()
+        return rail.redact(text)[0]
+
+    return redact
 
 
 def build_runtime(settings: Settings) -> Runtime:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    exporters = [JsonLinesSpanExporter(settings.data_dir / "traces.jsonl")]
-    if (otlp := otlp_exporter_from_env()) is not None:
-        exporters.append(otlp)
+    sanitizer = Sanitizer(settings.audit_content, redact=_redactor(), secrets=configured_secrets(settings))
+    hmac_key = settings.audit_hmac_key.get_secret_value() if settings.audit_hmac_key else None
+    audit_store = open_audit_store(settings.audit_store_url, hmac_key=hmac_key, sanitizer=sanitizer)
+    exporters = [
+        SanitizingExporter(JsonLinesSpanExporter(settings.data_dir / "traces.jsonl"), sanitizer),
+        *audit_exporters(audit_store, sanitizer, spool=settings.data_dir / "audit-spool.jsonl"),
+    ]
     telemetry = Telemetry(exporters)
     registry = build_registry(settings)
     rails = Guardrails(model_resolver=lambda alias: registry.resolve(alias).client)
     tools = open_hub(settings.mcp_servers, config_file=settings.config_file, tracer=telemetry.tracer)
-    runs = RunStore(f"sqlite:///{settings.data_dir / 'runs.sqlite'}")
+    runs = RunStore(f"sqlite:///{settings.data_dir / 'runs.sqlite'}", audit=audit_store)
     runner = WorkflowRunner(
         registry=registry,
         telemetry=telemetry,
@@ -76,4 +114,4 @@ def build_runtime(settings: Settings) -> Runtime:
         tools=tools,
         rails=rails,
     )
-    return Runtime(settings, registry, telemetry, runs, runner)
+    return Runtime(settings, registry, telemetry, runs, runner, audit_store)

@@ -64,8 +64,15 @@ def invoice_checks(state: dict[str, Any]) -> dict[str, Any]:
 
 
 def enforce_decision_policy(decision: Decision, state: dict[str, Any]) -> tuple[Decision, list[str]]:
-    """A decision may only approve when every hard check passed; otherwise it is at most a hold."""
-    failed = [name for name, fact in invoice_checks(state).items() if fact["status"] != "pass"]
+    """A decision may only approve when every hard check passed; otherwise it is at most a hold.
+    A document without vendor, number or total is not a complete invoice: a person looks at it,
+    so it is held, whatever the model said."""
+    facts = invoice_checks(state)
+    if facts["required_fields"]["status"] != "pass" and decision.decision is not Verdict.HOLD:
+        reason = f"not a complete invoice ({facts['required_fields']['detail']})"
+        held = Decision(decision=Verdict.HOLD, reasons=[reason], confidence=min(decision.confidence, 0.5))
+        return held, [f"policy: {decision.decision.value} changed to hold: {reason}"]
+    failed = [name for name, fact in facts.items() if fact["status"] != "pass"]
     if decision.decision is Verdict.APPROVE and failed:
         reasons = [f"checks not passed: {', '.join(failed)}"][:3]
         held = Decision(decision=Verdict.HOLD, reasons=reasons, confidence=min(decision.confidence, 0.5))

@@ -60,11 +60,11 @@ class CheckStatus(StrEnum):
 class Finding(_Strict):
     check: CheckName
     status: CheckStatus
-    detail: Annotated[str, Field(max_length=120)]
+    detail: Annotated[str, Field(max_length=80)]
 
 
 class Analysis(_Strict):
-    findings: Annotated[list[Finding], Field(max_length=6)]
+    findings: Annotated[list[Finding], Field(max_length=5)]
 
 
 class Verdict(StrEnum):

@@ -64,7 +64,8 @@ async def test_not_an_invoice_still_finishes_with_hold(harness) -> None:
     assert result.status == "succeeded"
     assert result.steps[0]["output"]["vendor"] is None
     assert result.steps[2]["output"]["decision"] == "hold"
-    assert "required_fields" in result.steps[2]["output"]["reasons"][0]
+    assert "not a complete invoice" in result.steps[2]["output"]["reasons"][0]
+    assert "changed to hold" in result.steps[2]["notes"][0]
 
 
 async def test_invalid_reply_is_repaired_once(harness) -> None:

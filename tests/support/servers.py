@@ -20,10 +20,10 @@ def free_port() -> int:
 
 
 @contextmanager
-def serve_app(app, port: int | None = None) -> Iterator[str]:
+def serve_app(app, port: int | None = None, *, lifespan: str = "off") -> Iterator[str]:
     """Serve `app` on 127.0.0.1; yields its base URL; stops the server on exit."""
     port = port or free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off"))
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan=lifespan))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 10

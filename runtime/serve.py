@@ -1,0 +1,78 @@
+"""`flotilla serve`: one HTTP app — workflows as MCP tools at /mcp, the audit page at /audit.
+
+Each front door has its own token: FLOTILLA_MCP_TOKEN runs workflows, FLOTILLA_AUDIT_TOKEN
+(the compliance role) reads the trail. Without an MCP token the server binds loopback only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+import typer
+from fastapi import FastAPI
+from rich.console import Console
+from starlette.routing import Route
+
+from audit.errors import FlotillaError
+from runtime.settings import Settings, load_settings
+
+__all__ = ["create_app", "serve"]
+
+MCP_TOKEN_ENV = "FLOTILLA_MCP_TOKEN"
+
+
+def create_app(settings: Settings, *, host: str = "127.0.0.1", mcp_token: str | None = None) -> FastAPI:
+    from mcp_servers.gateway import Gateway, GatewayHttp
+    from runtime.wiring import build_runtime
+
+    runtime = build_runtime(settings)
+    gateway = Gateway(lambda: runtime.runner, initiator="mcp:http")
+    mcp_http = GatewayHttp(gateway, token=mcp_token, host=host)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        try:
+            async with mcp_http.lifespan():  # closes the runner (MCP sessions, checkpointer) on exit
+                yield
+        finally:
+            runtime.close()
+
+    app = FastAPI(title="flotilla", lifespan=lifespan, docs_url=None, redoc_url=None)
+    app.router.routes.append(Route("/mcp", mcp_http.asgi, methods=["GET", "POST", "DELETE"]))
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    if runtime.audit_store is not None and settings.audit_token is not None:
+        from audit.web.app import create_audit_app
+
+        app.mount("/audit", create_audit_app(runtime.audit_store, settings.audit_token.get_secret_value()))
+    app.state.runtime = runtime
+    return app
+
+
+def serve(
+    host: Annotated[str, typer.Option(help="Bind address; anything but loopback needs $FLOTILLA_MCP_TOKEN.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port.")] = 8080,
+) -> None:
+    """Serve workflows as MCP tools at /mcp (bearer auth) and the audit page at /audit."""
+    import uvicorn
+
+    console = Console(stderr=True)
+    try:
+        settings = load_settings()
+        token = os.environ.get(MCP_TOKEN_ENV) or None
+        app = create_app(settings, host=host, mcp_token=token)
+    except FlotillaError as exc:
+        console.print(f"[red]error:[/] {exc.message}", highlight=False)
+        raise typer.Exit(2) from None
+    console.print(f"flotilla on http://{host}:{port}: /mcp ({'bearer token' if token else 'loopback only, no token'})", highlight=False)
+    if settings.audit_token is None:
+        console.print("  /audit is off: set FLOTILLA_AUDIT_TOKEN (the compliance role's token) to serve it")
+    else:
+        console.print(f"  /audit for the compliance role (FLOTILLA_AUDIT_TOKEN)")
+    uvicorn.run(app, host=host, port=port, log_level="warning")
