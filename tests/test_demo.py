@@ -43,8 +43,12 @@ def test_demo_invoice_runs_every_agent_on_the_embedded_model(tmp_path: Path) -> 
 
 
 def test_a_document_that_is_not_an_invoice_finishes_on_hold(tmp_path: Path) -> None:
-    poem = "The sea is calm tonight.\nThe tide is full, the moon lies fair\nUpon the straits.\n"
-    code, result = run_demo(tmp_path, poem)
+    minutes = (
+        "Minutes of the facilities meeting, 3 November 2026. Present: A. Patel, J. Moreau.\n"
+        "The team agreed to repaint the second-floor kitchen in December and to move the printer\n"
+        "next to the stairs. Next meeting on 1 December.\n"
+    )
+    code, result = run_demo(tmp_path, minutes)
     assert code == 0 and result["status"] == "succeeded", result["error"]
     decide = result["steps"][2]["output"]
     assert decide["decision"] == "hold" and decide["reasons"]

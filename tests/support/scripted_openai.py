@@ -34,6 +34,7 @@ class ScriptedOpenAI:
     default: Callable[[dict[str, Any]], Reply] | None = None
     model: str = "scripted-model"
     requests: list[dict[str, Any]] = field(default_factory=list)
+    headers: list[dict[str, str]] = field(default_factory=list)
 
     def app(self) -> FastAPI:
         app = FastAPI()
@@ -46,6 +47,7 @@ class ScriptedOpenAI:
         async def chat(request: Request) -> Response:
             body = await request.json()
             self.requests.append(body)
+            self.headers.append(dict(request.headers))
             reply = self.script.pop(0) if self.script else (self.default(body) if self.default else Reply("{}"))
             if reply.delay_s:
                 await asyncio.sleep(reply.delay_s)
