@@ -97,4 +97,20 @@ def approve(
         approved = asyncio.run(main())
     except FlotillaError as exc:
         raise _fail(exc.message) from None
+    _record_approval(target, approved)
     Console().print(f"[green]approved[/] {len(approved)} tool(s) of {server}: {', '.join(approved)}")
+
+
+def _record_approval(target: str, approved: list[str]) -> None:
+    """A re-approval changes what agents may call: it goes into the audit chain, with who did it."""
+    import getpass
+
+    from audit.setup import open_audit_store
+
+    settings = load_settings()
+    key = settings.audit_hmac_key.get_secret_value() if settings.audit_hmac_key else None
+    store = open_audit_store(settings.audit_store_url, hmac_key=key)
+    try:
+        store.record("config", {"change": "tool_reapproval", "target": target, "tools": approved, "by": f"cli:{getpass.getuser()}"})
+    finally:
+        store.engine.dispose()

@@ -20,6 +20,7 @@ def _write_config(path: Path, description: str) -> None:
 def test_list_shows_a_changed_tool_until_it_is_approved(tmp_path: Path, monkeypatch) -> None:
     config = tmp_path / "flotilla.yaml"
     monkeypatch.setenv("FLOTILLA_CONFIG", str(config))
+    monkeypatch.setenv("FLOTILLA_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.setenv("COLUMNS", "200")
     runner = CliRunner()
 
@@ -37,6 +38,10 @@ def test_list_shows_a_changed_tool_until_it_is_approved(tmp_path: Path, monkeypa
 
     approved = runner.invoke(app, ["tools", "approve", "fault.echo"])
     assert approved.exit_code == 0 and "approved 1 tool(s) of fault: echo" in approved.output
+    verified = runner.invoke(app, ["audit", "verify"])
+    assert verified.exit_code == 0, verified.output
+    audit_db = (tmp_path / "data" / "audit.sqlite").read_bytes()
+    assert b"tool_reapproval" in audit_db and b"fault.echo" in audit_db  # the re-approval is on the record
     after = runner.invoke(app, ["tools", "list", "fault"])
     assert _pin_of(after.output, "fault.echo") == "pinned" and "blocked" not in after.output
 
