@@ -120,7 +120,7 @@ def create_model_server(
         schema = _schema(body)
         if schema is not None:
             try:
-                engine.check_schema(schema)
+                await asyncio.to_thread(engine.check_schema, schema)  # compiling can take a moment
             except InvalidModelRequest as exc:
                 raise _ApiError(400, exc.message, param="response_format") from None
         cancel = threading.Event()
