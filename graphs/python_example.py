@@ -17,7 +17,7 @@ from langgraph.graph.state import CompiledStateGraph
 from opentelemetry.trace import Tracer
 
 from agents.agent import Agent
-from agents.document_triage import rules
+from agents.document_triage import grounding, rules
 from agents.document_triage.schemas import Analysis, Decision, Invoice, Note
 from agents.models.registry import ModelRegistry
 from agents.output import PydanticOutput
@@ -40,7 +40,7 @@ def build_triage_graph(registry: ModelRegistry, tracer: Tracer, checkpointer=Non
         )
 
     steps = [
-        agent("extract", Invoice, "specialist-extract", max_tokens=512),
+        agent("extract", Invoice, "specialist-extract", max_tokens=512, policy=grounding.ground_invoice),
         agent("analyze", Analysis, "specialist-analyze", include_input=False, reads=(), context=rules.invoice_checks),
         agent("decide", Decision, "specialist-decide", include_input=False, reads=("analyze",), policy=rules.enforce_decision_policy),
         agent("write", Note, "specialist-write", include_input=False, reads=("extract", "decide")),

@@ -14,6 +14,7 @@ import platformdirs
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, YamlConfigSettingsSource
 
+from agents.models.policy import ModelPrice, PriceTable
 from agents.models.registry import ModelEndpoint
 from audit.errors import ConfigError
 from mcp_servers.bundled import bundled_servers
@@ -46,7 +47,11 @@ class Settings(BaseSettings):
     mcp_servers: dict[str, McpServerConfig] = Field(default_factory=bundled_servers)
     """MCP servers agents may use, by name (tools are `name.tool`); see tools/config.py. The bundled
     `ledger` and `documents` servers are always configured (an entry of the same name replaces them)."""
-    embedded_max_tokens: int = Field(default=384, gt=0)
+    embedded_max_tokens: int = Field(default=1024, gt=0)
+    """Upper bound on any one embedded-model reply (agents set their own, lower, limits)."""
+    prices: dict[str, ModelPrice] = Field(default_factory=dict)
+    """USD per million tokens by model alias (`frontier: {input_per_mtok: 3, output_per_mtok: 15}`):
+    the cost on each chat span, run totals, and the all-frontier counterfactual."""
     audit_url: str | None = None
     """Audit store (SQLAlchemy URL); default sqlite:///<data_dir>/audit.sqlite. Postgres: postgresql+psycopg://…"""
     audit_content: Literal["off", "redacted", "full"] = "redacted"
@@ -56,6 +61,10 @@ class Settings(BaseSettings):
     audit_token: SecretStr | None = None
     """FLOTILLA_AUDIT_TOKEN: the compliance role's token for the /audit web page."""
     config_file: Path | None = None
+
+    @property
+    def price_table(self) -> PriceTable:
+        return PriceTable({alias.lower().replace("_", "-"): price for alias, price in self.prices.items()})
 
     @property
     def audit_store_url(self) -> str:

@@ -19,12 +19,13 @@ from graphs.python_example import build_triage_graph
 from .conftest import TRIAGE_ANSWERS, canned
 
 PROMPTS = Path(__file__).resolve().parents[2] / "agents" / "document_triage"
+INVOICE = (Path(__file__).resolve().parents[2] / "graphs" / "samples" / "invoice.txt").read_text()
 
 
 async def test_document_triage_runs_every_agent_in_order(harness) -> None:
     h = harness()
     events = []
-    result = await h.runner.run(load_workflow("document_triage"), "invoice text", initiator="test", on_event=events.append)
+    result = await h.runner.run(load_workflow("document_triage"), INVOICE, initiator="test", on_event=events.append)
     assert result.status == "succeeded", result.error
     assert [s["agent"] for s in result.steps] == ["extract", "analyze", "decide", "write"]
     assert result.output == TRIAGE_ANSWERS["Note"]
@@ -32,12 +33,13 @@ async def test_document_triage_runs_every_agent_in_order(harness) -> None:
     assert [e.kind for e in events] == ["started", *["notice"] * 4, *["step"] * 4, "finished"]
     assert any("has no endpoint configured" in n for n in result.notices)
     record = h.runs.get_run(result.run_id)
-    assert record.status == "succeeded" and record.input == "invoice text" and len(record.steps) == 4
+    assert record.status == "succeeded" and record.input == INVOICE and len(record.steps) == 4
+    assert result.steps[2]["output"]["decision"] == "approve"  # every check passed on the real sample
 
 
 async def test_spans_nest_run_agent_model_with_genai_attributes(harness) -> None:
     h = harness()
-    result = await h.runner.run(load_workflow("document_triage"), "invoice text")
+    result = await h.runner.run(load_workflow("document_triage"), INVOICE)
     spans = {s["context"]["span_id"]: s for s in h.spans()}
     [run] = [s for s in spans.values() if s["name"] == "invoke_workflow document_triage"]
     assert run["attributes"]["flotilla.run_id"] == result.run_id
@@ -51,8 +53,8 @@ async def test_spans_nest_run_agent_model_with_genai_attributes(harness) -> None
 
 
 async def test_policy_turns_approve_into_hold_when_checks_fail(harness) -> None:
-    answers = {**TRIAGE_ANSWERS, "Invoice": {**TRIAGE_ANSWERS["Invoice"], "total": 9999.0}}
-    result = await harness(canned(answers)).runner.run(load_workflow("document_triage"), "invoice text")
+    answers = {**TRIAGE_ANSWERS, "Invoice": {**TRIAGE_ANSWERS["Invoice"], "total": 2279.0}}  # in the text, but wrong
+    result = await harness(canned(answers)).runner.run(load_workflow("document_triage"), INVOICE)
     decide = result.steps[2]
     assert decide["output"]["decision"] == "hold"
     assert "total_matches" in decide["notes"][0]
@@ -79,7 +81,7 @@ async def test_invalid_reply_is_repaired_once(harness) -> None:
         return json.dumps(TRIAGE_ANSWERS[request.schema_name])
 
     model = FunctionModel(respond)
-    result = await harness(model).runner.run(load_workflow("document_triage"), "invoice text")
+    result = await harness(model).runner.run(load_workflow("document_triage"), INVOICE)
     assert result.status == "succeeded"
     assert result.steps[2]["repaired"] is True
     repair_prompt = model.requests[3].messages[-1]["content"]
@@ -91,12 +93,12 @@ async def test_reply_still_invalid_after_repair_fails_the_run_and_keeps_it(harne
         return "not json" if request.schema_name == "Analysis" else json.dumps(TRIAGE_ANSWERS[request.schema_name])
 
     h = harness(FunctionModel(respond))
-    result = await h.runner.run(load_workflow("document_triage"), "invoice text")
+    result = await h.runner.run(load_workflow("document_triage"), INVOICE)
     assert result.status == "failed"
     assert result.error["type"] == "AgentOutputInvalid" and "Analysis" in result.error["message"]
     assert [s["ok"] for s in result.steps] == [True, False]
     record = h.runs.get_run(result.run_id)
-    assert record.status == "failed" and record.input == "invoice text" and record.error["code"] == "agent_output_invalid"
+    assert record.status == "failed" and record.input == INVOICE and record.error["code"] == "agent_output_invalid"
     failed = [s for s in h.spans() if s["name"] == "invoke_agent analyze"]
     assert failed[0]["status"]["status_code"] == "ERROR"
 
@@ -112,7 +114,7 @@ async def test_resume_continues_from_the_last_completed_step(harness) -> None:
     model = FunctionModel(respond)
     h = harness(model)
     spec = load_workflow("document_triage")
-    first = await h.runner.run(spec, "invoice text")
+    first = await h.runner.run(spec, INVOICE)
     assert first.status == "failed" and first.error["code"] == "model_unavailable"
     calls_before = len(model.requests)
 
@@ -166,6 +168,6 @@ async def test_bad_input_is_a_typed_error_and_the_run_is_kept(harness, data: byt
 async def test_python_example_builds_the_same_graph(harness) -> None:
     h = harness()
     graph = build_triage_graph(h.registry, h.telemetry.tracer)
-    state = await graph.ainvoke({"input": "invoice text", "outputs": {}, "steps": []})
+    state = await graph.ainvoke({"input": INVOICE, "outputs": {}, "steps": []})
     assert [s["agent"] for s in state["steps"]] == ["extract", "analyze", "decide", "write"]
     assert state["outputs"]["write"] == TRIAGE_ANSWERS["Note"]

@@ -80,7 +80,7 @@ async def test_document_triage_analyze_checks_the_ledger_over_mcp(harness, tmp_p
         ]
     )
     h = harness(model, tools=lambda tracer: open_hub({"ledger": ledger_config()}, lock_file=tmp_path / "mcp.lock.json", tracer=tracer))
-    result = await h.runner.run(load_workflow("document_triage"), "invoice text")
+    result = await h.runner.run(load_workflow("document_triage"), (PROMPTS.parents[1] / "graphs" / "samples" / "invoice.txt").read_text())
     assert result.status == "succeeded", result.error
     analyze = result.steps[1]
     assert [c["tool"] for c in analyze["tool_calls"]] == ["ledger.find_invoice", "ledger.get_purchase_order"]
