@@ -14,6 +14,7 @@ from typing import Callable, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from agents.models.base import ModelClient
+from agents.models.policy import GuardedClient, PriceTable
 from audit.errors import ConfigError
 
 __all__ = ["ModelEndpoint", "Binding", "ModelRegistry", "EMBEDDED_ALIAS"]
@@ -26,9 +27,10 @@ class ModelEndpoint(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    provider: Literal["embedded", "openai-compatible"] = "embedded"
+    provider: Literal["embedded", "openai-compatible", "anthropic"] = "embedded"
     base_url: str | None = None
-    """e.g. `http://vllm-extract:8000/v1`. Unset → the alias falls back to embedded."""
+    """e.g. `http://vllm-extract:8000/v1`. Unset → the alias falls back to embedded (`anthropic`:
+    optional, the SDK's default API URL)."""
     model: str | None = None
     """Model name the server knows: a base model or a vLLM LoRA adapter name."""
     api_key_env: str | None = None
@@ -40,6 +42,8 @@ class ModelEndpoint(BaseModel):
 
     @property
     def configured(self) -> bool:
+        if self.provider == "anthropic":
+            return bool(self.model)
         return self.provider == "openai-compatible" and bool(self.base_url)
 
 
@@ -49,10 +53,16 @@ class Binding:
     client: ModelClient
     fallback: bool
     """True when the alias had no endpoint and the embedded model stands in."""
+    local: bool = True
+    """Whether calls stay inside the organisation (embedded, or an endpoint marked `local`)."""
 
 
 class ModelRegistry:
-    """Resolves aliases to shared clients; one client per alias, one embedded engine."""
+    """Resolves aliases to shared clients; one client per alias, one embedded engine.
+
+    Every client is wrapped in a `GuardedClient`, so the current run's sensitivity policy,
+    budgets and cost accounting (agents.models.policy) apply to every model call.
+    """
 
     def __init__(
         self,
@@ -60,10 +70,14 @@ class ModelRegistry:
         *,
         embedded: Callable[[], ModelClient],
         http_client: Callable[[ModelEndpoint, str | None], ModelClient],
+        anthropic_client: Callable[[ModelEndpoint, str | None], ModelClient] | None = None,
+        prices: PriceTable | None = None,
     ) -> None:
         self._endpoints = dict(endpoints)
         self._embedded = embedded
         self._http_client = http_client
+        self._anthropic_client = anthropic_client or _anthropic_client
+        self.prices = prices or PriceTable()
         self._bindings: dict[str, Binding] = {}
 
     @property
@@ -78,7 +92,8 @@ class ModelRegistry:
             raise ConfigError(f"unknown model alias {alias!r}; declare it under `models:` in flotilla.yaml (known: {known})")
         endpoint = self._endpoints.get(alias)
         if endpoint is None or not endpoint.configured:
-            binding = Binding(alias, self._embedded(), fallback=alias != EMBEDDED_ALIAS)
+            client = GuardedClient(self._embedded(), alias=alias, local=True, prices=self.prices)
+            binding = Binding(alias, client, fallback=alias != EMBEDDED_ALIAS, local=True)
         else:
             api_key = None
             if endpoint.api_key_env:
@@ -87,6 +102,18 @@ class ModelRegistry:
                     raise ConfigError(
                         f"model alias {alias!r} reads its API key from ${endpoint.api_key_env}, which is not set"
                     )
-            binding = Binding(alias, self._http_client(endpoint, api_key), fallback=False)
+            make = self._anthropic_client if endpoint.provider == "anthropic" else self._http_client
+            local = endpoint.local and endpoint.provider != "anthropic"
+            client = GuardedClient(make(endpoint, api_key), alias=alias, local=local, prices=self.prices, local_fallback=self._embedded)
+            binding = Binding(alias, client, fallback=False, local=client.local)
         self._bindings[alias] = binding
         return binding
+
+
+def _anthropic_client(endpoint: ModelEndpoint, api_key: str | None) -> ModelClient:
+    from agents.models.anthropic import AnthropicClient  # the SDK loads only when an alias uses it
+
+    assert endpoint.model, "validated by ModelEndpoint.configured"
+    return AnthropicClient(
+        model=endpoint.model, api_key=api_key, base_url=endpoint.base_url, timeout_s=endpoint.timeout_s, max_retries=endpoint.max_retries
+    )

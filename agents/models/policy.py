@@ -1,0 +1,274 @@
+"""Per-run model policy in the client layer: sensitivity, budgets and cost accounting.
+
+Every client the registry hands out is a `GuardedClient`. During a run the runner opens a
+`run_scope(RunPolicy(...))`; from then on every model call made anywhere in that run (agent
+steps, tool loops, the research lead, rails that call a model) goes through the guard, which
+
+- refuses a non-local model when the run is confidential (`RemoteModelRefused`), or reroutes
+  the call to the local embedded model when the policy says `fallback`;
+- refuses a call once the run's token or cost ceiling is spent (`BudgetExhausted`);
+- prices the call from the `prices:` table and records locality, cost, the all-frontier
+  counterfactual cost and escalation on the `chat` span that wraps it.
+
+Enforcement does not depend on callers behaving: there is no other path to a model. (The
+tool loop's native OpenAI tool calling reads `openai_client`; the guard only exposes it when
+the call would be allowed, so a confidential run falls back to the guarded path.)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from opentelemetry import trace
+from pydantic import BaseModel, ConfigDict, Field
+
+from agents.models.base import ChatRequest, ChatResult, ModelClient, ModelError
+
+__all__ = [
+    "ModelPrice",
+    "PriceTable",
+    "RunPolicy",
+    "RunLedger",
+    "GuardedClient",
+    "RemoteModelRefused",
+    "BudgetExhausted",
+    "run_scope",
+    "current_policy",
+    "current_ledger",
+    "escalating",
+    "FRONTIER_ALIAS",
+]
+
+FRONTIER_ALIAS = "frontier"
+
+
+class RemoteModelRefused(ModelError):
+    """A confidential run tried to call a model outside the organisation."""
+
+    code = "remote_model_refused"
+
+
+class BudgetExhausted(ModelError):
+    """The run's token or cost ceiling is spent; no further model calls are made."""
+
+    code = "budget_exhausted"
+
+
+class ModelPrice(BaseModel):
+    """USD per million tokens, one entry per model alias under `prices:` in flotilla.yaml."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    input_per_mtok: float = Field(default=0.0, ge=0)
+    output_per_mtok: float = Field(default=0.0, ge=0)
+
+    def cost(self, input_tokens: int, output_tokens: int) -> float:
+        return (input_tokens * self.input_per_mtok + output_tokens * self.output_per_mtok) / 1_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class PriceTable:
+    prices: Mapping[str, ModelPrice] = field(default_factory=dict)
+    counterfactual_alias: str = FRONTIER_ALIAS
+    """The alias whose price answers "what had every call gone to the frontier model"."""
+
+    def cost(self, alias: str, input_tokens: int, output_tokens: int) -> float:
+        price = self.prices.get(alias)
+        return price.cost(input_tokens, output_tokens) if price else 0.0
+
+    def counterfactual(self, input_tokens: int, output_tokens: int) -> float:
+        return self.cost(self.counterfactual_alias, input_tokens, output_tokens)
+
+
+@dataclass(frozen=True, slots=True)
+class RunPolicy:
+    confidential: bool = False
+    on_remote: Literal["refuse", "fallback"] = "refuse"
+    """In a confidential run: refuse a non-local call, or reroute it to the local model."""
+    max_tokens: int | None = None
+    """Ceiling on input + output tokens over every model call of the run."""
+    max_cost_usd: float | None = None
+    reason: str = ""
+    """Why the run is confidential (`workflow setting`, `run flag`, `input rail found PII`)."""
+
+
+@dataclass(slots=True)
+class RunLedger:
+    """What one run's model calls used. Shared by every task of the run (asyncio: no locks)."""
+
+    calls: int = 0
+    remote_calls: int = 0
+    rerouted_calls: int = 0
+    refused_calls: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: float = 0.0
+    all_frontier_cost_usd: float = 0.0
+    escalations: int = 0
+
+    @property
+    def tokens(self) -> int:
+        return self.input_tokens + self.output_tokens
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "model_calls": self.calls,
+            "remote_calls": self.remote_calls,
+            "rerouted_calls": self.rerouted_calls,
+            "refused_calls": self.refused_calls,
+            "input_tokens": self.input_tokens,
+            "output_tokens": self.output_tokens,
+            "cost_usd": round(self.cost_usd, 6),
+            "all_frontier_cost_usd": round(self.all_frontier_cost_usd, 6),
+            "saved_usd": round(self.all_frontier_cost_usd - self.cost_usd, 6),
+            "escalations": self.escalations,
+        }
+
+    def span_attributes(self) -> dict[str, Any]:
+        """Run totals for the invoke_workflow span (names distinct from the per-call ones)."""
+        return {
+            "flotilla.run.model_calls": self.calls,
+            "flotilla.run.remote_calls": self.remote_calls,
+            "flotilla.run.cost_usd": self.cost_usd,
+            "flotilla.run.all_frontier_cost_usd": self.all_frontier_cost_usd,
+            "flotilla.run.input_tokens": self.input_tokens,
+            "flotilla.run.output_tokens": self.output_tokens,
+        }
+
+
+_policy: contextvars.ContextVar[RunPolicy | None] = contextvars.ContextVar("flotilla_run_policy", default=None)
+_ledger: contextvars.ContextVar[RunLedger | None] = contextvars.ContextVar("flotilla_run_ledger", default=None)
+_escalation: contextvars.ContextVar[str | None] = contextvars.ContextVar("flotilla_escalation", default=None)
+
+
+def current_policy() -> RunPolicy:
+    return _policy.get() or RunPolicy()
+
+
+def current_ledger() -> RunLedger | None:
+    return _ledger.get()
+
+
+@contextlib.contextmanager
+def run_scope(policy: RunPolicy, ledger: RunLedger | None = None) -> Iterator[RunLedger]:
+    """Every model call inside (including asyncio tasks started inside) runs under `policy`."""
+    ledger = ledger or RunLedger()
+    tokens = (_policy.set(policy), _ledger.set(ledger))
+    try:
+        yield ledger
+    finally:
+        _policy.reset(tokens[0])
+        _ledger.reset(tokens[1])
+
+
+@contextlib.contextmanager
+def escalating(reason: str) -> Iterator[None]:
+    """Marks the calls inside as a specialist's work escalated to the frontier model."""
+    token = _escalation.set(reason)
+    try:
+        yield
+    finally:
+        _escalation.reset(token)
+
+
+class GuardedClient:
+    """A ModelClient that applies the current run's policy around another client."""
+
+    def __init__(
+        self,
+        inner: ModelClient,
+        *,
+        alias: str,
+        local: bool,
+        prices: PriceTable | None = None,
+        local_fallback: Callable[[], ModelClient] | None = None,
+    ) -> None:
+        self.inner = inner
+        self.alias = alias
+        # Local only when both the configuration and the client itself say so.
+        self.local = bool(local and getattr(inner, "local", True))
+        self.prices = prices or PriceTable()
+        self._local_fallback = local_fallback
+        self.name = inner.name
+
+    # Read by the tool loop to choose native tool calling; see the module docstring.
+    @property
+    def model(self) -> Any:
+        return getattr(self.inner, "model", None)
+
+    @property
+    def provider(self) -> str:
+        return getattr(self.inner, "provider", "unknown")
+
+    @property
+    def timeout_s(self) -> float:
+        return float(getattr(self.inner, "timeout_s", 60.0))
+
+    @property
+    def openai_client(self) -> Any:
+        policy = current_policy()
+        if (policy.confidential and not self.local) or policy.max_tokens is not None or policy.max_cost_usd is not None:
+            return None  # keep every call on the guarded path
+        return getattr(self.inner, "openai_client", None)
+
+    async def complete(self, request: ChatRequest) -> ChatResult:
+        policy, ledger = current_policy(), current_ledger()
+        span = trace.get_current_span()
+        client, alias, rerouted = self.inner, self.alias, False
+        if policy.confidential and not self.local:
+            if policy.on_remote == "fallback" and self._local_fallback is not None:
+                client, rerouted = self._local_fallback(), True
+            else:
+                if ledger is not None:
+                    ledger.refused_calls += 1
+                span.add_event("flotilla.policy.refused", {"flotilla.model_alias": alias, "flotilla.sensitivity": "confidential"})
+                raise RemoteModelRefused(
+                    f"model alias {alias!r} ({self.name}) is not local and this run is confidential"
+                    f"{' (' + policy.reason + ')' if policy.reason else ''}; point {alias!r} at a local endpoint "
+                    "or allow the local fallback"
+                )
+        if ledger is not None:
+            if policy.max_tokens is not None and ledger.tokens >= policy.max_tokens:
+                raise BudgetExhausted(f"token ceiling of {policy.max_tokens:,} reached ({ledger.tokens:,} used)")
+            if policy.max_cost_usd is not None and ledger.cost_usd >= policy.max_cost_usd:
+                raise BudgetExhausted(f"cost ceiling of ${policy.max_cost_usd:.4f} reached (${ledger.cost_usd:.4f} spent)")
+        result = await client.complete(request)
+        local = bool(result.local) and (rerouted or self.local)
+        # A rerouted call is priced as the local model it actually ran on.
+        cost = self.prices.cost("embedded" if rerouted else alias, result.input_tokens, result.output_tokens)
+        counterfactual = self.prices.counterfactual(result.input_tokens, result.output_tokens)
+        escalation = _escalation.get()
+        attributes: dict[str, Any] = {
+            "flotilla.model_alias": alias,
+            "flotilla.model_local": local,
+            "flotilla.cost_usd": cost,
+            "flotilla.cost_usd.all_frontier": counterfactual,
+        }
+        if rerouted:
+            attributes["flotilla.policy.rerouted"] = True
+        if escalation is not None:
+            attributes["flotilla.escalated"] = True
+            attributes["flotilla.escalation.reason"] = escalation
+        if ledger is not None:
+            ledger.calls += 1
+            ledger.remote_calls += 0 if local else 1
+            ledger.rerouted_calls += int(rerouted)
+            ledger.input_tokens += result.input_tokens
+            ledger.output_tokens += result.output_tokens
+            ledger.cost_usd += cost
+            ledger.all_frontier_cost_usd += counterfactual
+            ledger.escalations += int(escalation is not None)
+        if span.is_recording() and str(getattr(span, "name", "")).startswith("chat "):
+            span.set_attributes(attributes)
+        elif span.is_recording():  # a model call outside a chat span (e.g. a rail): still on the record
+            span.add_event("flotilla.model_call", attributes)
+        return result
+
+    async def aclose(self) -> None:
+        close = getattr(self.inner, "aclose", None)
+        if close is not None:
+            await close()
