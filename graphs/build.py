@@ -104,7 +104,7 @@ def check_spec(spec: WorkflowSpec, known_aliases: Iterable[str], tool_servers: I
     sources = [e.source for e in spec.edges]
     for name in {s for s in sources if sources.count(s) > 1}:
         problem(f"agent {name!r} has more than one outgoing edge; use one `switch` edge to branch", "edges")
-    if not problems:
+    if not problems and spec.kind != "research":  # research agents are reached by fan-out, not edges
         for name in sorted(names - _reachable(spec)):
             problem(f"agent {name!r} is unreachable from the entry agent {spec.entry_agent!r}; add an edge to it or remove it", "agents", name)
 

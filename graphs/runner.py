@@ -23,12 +23,14 @@ from opentelemetry.trace import Status, StatusCode
 from langgraph.graph.state import CompiledStateGraph
 
 from agents.agent import Agent
+from agents.models.policy import RunPolicy, run_scope
 from agents.models.registry import ModelRegistry
 from audit.errors import FlotillaError, InvalidInput
 from audit.runs import RunStore
 from audit.telemetry import Telemetry
 from graphs.build import build_agents
 from graphs.compile import RailsHook, StepFailed, compile_workflow
+from graphs.research import compile_research
 from graphs.spec import WorkflowSpec
 from guardrails.base import GuardrailViolation, RailPoint
 
@@ -135,7 +137,8 @@ class WorkflowRunner:
             agents = build_agents(spec, self.registry, self.tools)
             if self.rails is not None:
                 self.rails.configure_workflow(spec.name, spec.rails)
-            graph = compile_workflow(spec, agents, self.telemetry.tracer, rails=self.rails, checkpointer=self._saver)
+            compile_graph = compile_research if spec.kind == "research" else compile_workflow
+            graph = compile_graph(spec, agents, self.telemetry.tracer, rails=self.rails, checkpointer=self._saver)
             self._compiled[key] = (agents, graph)
         return self._compiled[key]
 
@@ -161,11 +164,14 @@ class WorkflowRunner:
         run_id: str | None = None,
         initiator: str | None = None,
         on_event: EventSink | None = None,
+        confidential: bool = False,
     ) -> RunResult:
+        """`confidential`: the run flag; with it (as with `settings.sensitivity: confidential`, or
+        the input rail finding PII) no model call of the run may leave local models."""
         run_id = run_id or uuid.uuid4().hex
         raw_text = data if isinstance(data, str) else data.decode("utf-8", errors="replace")
         self.runs.start_run(run_id, spec.name, spec.version(), raw_text, initiator)
-        return await self._execute(spec, run_id, data, initiator=initiator, on_event=on_event, resume=False)
+        return await self._execute(spec, run_id, data, initiator=initiator, on_event=on_event, resume=False, confidential=confidential)
 
     async def resume(self, spec: WorkflowSpec, run_id: str, *, on_event: EventSink | None = None) -> RunResult:
         record = self.runs.get_run(run_id)
@@ -177,7 +183,15 @@ class WorkflowRunner:
         return await self._execute(spec, run_id, record.input, initiator=record.initiator, on_event=on_event, resume=True)
 
     async def _execute(
-        self, spec: WorkflowSpec, run_id: str, data: str | bytes, *, initiator: str | None, on_event: EventSink | None, resume: bool
+        self,
+        spec: WorkflowSpec,
+        run_id: str,
+        data: str | bytes,
+        *,
+        initiator: str | None,
+        on_event: EventSink | None,
+        resume: bool,
+        confidential: bool = False,
     ) -> RunResult:
         result = RunResult(run_id, spec.name, "failed")
 
@@ -210,8 +224,12 @@ class WorkflowRunner:
                             result.notices.append(notice)
                             await emit("notice", message=notice)
                 text = self.decode_input(data, spec)
+                raw = text
                 if self.rails is not None:
                     text = await self.rails.check(RailPoint.INPUT, text, workflow=spec.name)
+                policy = self._policy(spec, confidential, pii=text != raw)
+                if policy.confidential:
+                    span.set_attributes({"flotilla.sensitivity": "confidential", "flotilla.sensitivity.reason": policy.reason})
                 config = {"configurable": {"thread_id": run_id}, "recursion_limit": spec.settings.max_steps}
                 start: dict[str, Any] | None = {"input": text, "outputs": {}, "steps": []}
                 if resume:
@@ -219,14 +237,23 @@ class WorkflowRunner:
                     if snapshot.values:
                         result.steps, start = list(snapshot.values.get("steps", [])), None
                 final: dict[str, Any] = {}
-                async for mode, chunk in graph.astream(start, config, stream_mode=["updates", "values"]):
-                    if mode == "values":
-                        final = chunk
-                        continue
-                    for node_update in chunk.values():
-                        for step in (node_update or {}).get("steps", []):
-                            result.steps.append(step)
-                            await emit("step", **step)
+                with run_scope(policy) as ledger:
+                    try:
+                        async for mode, chunk in graph.astream(start, config, stream_mode=["updates", "values", "custom"]):
+                            if mode == "values":
+                                final = chunk
+                                continue
+                            if mode == "custom":  # progress a node reports (research sub-agents)
+                                if isinstance(chunk, dict):
+                                    payload = dict(chunk)
+                                    await emit(payload.pop("kind", "notice"), **payload)
+                                continue
+                            for node_update in chunk.values():
+                                for step in (node_update or {}).get("steps", []):
+                                    result.steps.append(step)
+                                    await emit("step", **step)
+                    finally:
+                        span.set_attributes(ledger.span_attributes())
                 output = self._select_output(spec, final)
                 if self.rails is not None:
                     checked = await self.rails.check(RailPoint.OUTPUT, json.dumps(output, ensure_ascii=False), workflow=spec.name)
@@ -248,6 +275,25 @@ class WorkflowRunner:
         self.telemetry.flush()
         await emit("finished", status=result.status, error=result.error)
         return result
+
+    @staticmethod
+    def _policy(spec: WorkflowSpec, flag: bool, *, pii: bool) -> RunPolicy:
+        reasons = [
+            why
+            for why, hit in (
+                ("workflow setting", spec.settings.sensitivity == "confidential"),
+                ("run flag", flag),
+                ("input rail found PII", pii),
+            )
+            if hit
+        ]
+        return RunPolicy(
+            confidential=bool(reasons),
+            on_remote=spec.settings.on_remote,
+            max_tokens=spec.settings.max_tokens,
+            max_cost_usd=spec.settings.max_cost_usd,
+            reason=", ".join(reasons),
+        )
 
     @staticmethod
     def _select_output(spec: WorkflowSpec, values: dict[str, Any]) -> Any:

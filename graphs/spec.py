@@ -21,7 +21,19 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError,
 
 from audit.errors import ConfigError
 
-__all__ = ["WorkflowSpec", "AgentSpec", "EdgeSpec", "InputSpec", "WorkflowSettings", "SpecError", "SpecProblem", "parse_spec", "END"]
+__all__ = [
+    "WorkflowSpec",
+    "AgentSpec",
+    "EdgeSpec",
+    "InputSpec",
+    "WorkflowSettings",
+    "ResearchSettings",
+    "SpecError",
+    "SpecProblem",
+    "parse_spec",
+    "END",
+    "MAX_SUB_AGENTS",
+]
 
 END = "END"
 
@@ -86,10 +98,43 @@ class EdgeSpec(_Strict):
 class WorkflowSettings(_Strict):
     sensitivity: Literal["public", "internal", "confidential"] = "internal"
     max_steps: int = Field(default=25, gt=0, le=1000)
+    on_remote: Literal["refuse", "fallback"] = "refuse"
+    """In a confidential run, a call to a non-local model is refused, or rerouted to the local model."""
+    max_tokens: int | None = Field(default=None, gt=0)
+    """Token ceiling over every model call of a run; when spent, further calls are refused."""
+    max_cost_usd: float | None = Field(default=None, gt=0)
+    """Cost ceiling (priced from `prices:` in flotilla.yaml)."""
+
+
+MAX_SUB_AGENTS = 20
+"""Hard cap on parallel sub-agents per research round, whatever a workflow asks for."""
+
+
+class ResearchSettings(_Strict):
+    """`kind: research`: a lead plans, sub-agents research in parallel, the lead writes the report."""
+
+    planner: str = "planner"
+    """The agent (model alias `frontier`) turning the question into sub-questions."""
+    writer: str = "writer"
+    """The agent writing the cited report from the findings."""
+    specialists: list[str] | None = None
+    """Agents a sub-question may go to (default: every agent with tools)."""
+    max_sub_agents: int = Field(default=3, ge=1, le=MAX_SUB_AGENTS)
+    max_tool_calls: int = Field(default=4, ge=0, le=20)
+    """Tool calls per sub-agent."""
+    deadline_s: float = Field(default=600.0, gt=0)
+    """Wall-clock deadline for the whole run; when it passes, the report is written from what there is."""
+    sub_agent_timeout_s: float | None = Field(default=None, gt=0)
+    max_rounds: int = Field(default=2, ge=1, le=2)
+    """2 lets the lead run one more round on the gaps it sees."""
+    escalate: bool = True
+    """A sub-agent whose specialist fails is retried once on the frontier model (not in confidential runs)."""
 
 
 class WorkflowSpec(_Strict):
     name: str = Field(pattern=r"^[a-z][a-z0-9_-]*$")
+    kind: Literal["workflow", "research"] = "workflow"
+    """`workflow`: agents joined by edges. `research`: lead fan-out (see the `research:` section)."""
     description: str = ""
     input: InputSpec = Field(default_factory=InputSpec)
     entry: str | None = None
@@ -100,6 +145,29 @@ class WorkflowSpec(_Strict):
     settings: WorkflowSettings = Field(default_factory=WorkflowSettings)
     rails: dict[str, Any] | None = None
     """Guardrail configuration for this workflow (see guardrails/)."""
+    research: ResearchSettings | None = None
+
+    @model_validator(mode="after")
+    def _research_section(self) -> WorkflowSpec:
+        if self.kind == "research":
+            self.research = self.research or ResearchSettings()
+            for role in (self.research.planner, self.research.writer, *(self.research.specialists or ())):
+                if role not in self.agents:
+                    raise ValueError(f"research: agent {role!r} is not declared under `agents:`")
+            if not self.specialist_names:
+                raise ValueError("research: no specialist agents; give at least one agent `tools:` or list `research.specialists`")
+        elif self.research is not None:
+            raise ValueError("a `research:` section needs `kind: research`")
+        return self
+
+    @property
+    def specialist_names(self) -> list[str]:
+        if self.research is None:
+            return []
+        if self.research.specialists is not None:
+            return list(self.research.specialists)
+        lead = {self.research.planner, self.research.writer}
+        return [name for name, agent in self.agents.items() if agent.tools and name not in lead]
 
     source: Path | None = Field(default=None, exclude=True)
     lines: dict[tuple[Any, ...], int] = Field(default_factory=dict, exclude=True, repr=False)

@@ -11,8 +11,8 @@ steps, tool loops, the research lead, rails that call a model) goes through the 
   counterfactual cost and escalation on the `chat` span that wraps it.
 
 Enforcement does not depend on callers behaving: there is no other path to a model. (The
-tool loop's native OpenAI tool calling reads `openai_client`; the guard only exposes it when
-the call would be allowed, so a confidential run falls back to the guarded path.)
+tool loop's native OpenAI tool calling reads `openai_client`; the guard exposes it only for
+local endpoints in runs without ceilings, so remote calls always take the guarded path.)
 """
 
 from __future__ import annotations
@@ -210,9 +210,11 @@ class GuardedClient:
 
     @property
     def openai_client(self) -> Any:
+        # Native tool calling bypasses `complete`, so only a local endpoint in a run without
+        # ceilings gets it; every remote call stays on the guarded, accounted path.
         policy = current_policy()
-        if (policy.confidential and not self.local) or policy.max_tokens is not None or policy.max_cost_usd is not None:
-            return None  # keep every call on the guarded path
+        if not self.local or policy.max_tokens is not None or policy.max_cost_usd is not None:
+            return None
         return getattr(self.inner, "openai_client", None)
 
     async def complete(self, request: ChatRequest) -> ChatResult:
