@@ -40,7 +40,7 @@ def build_triage_graph(registry: ModelRegistry, tracer: Tracer, checkpointer=Non
         )
 
     steps = [
-        agent("extract", Invoice, "specialist-extract", max_tokens=512, policy=grounding.ground_invoice),
+        agent("extract", Invoice, "specialist-extract", max_tokens=768, policy=grounding.ground_invoice),
         agent("analyze", Analysis, "specialist-analyze", include_input=False, reads=(), context=rules.invoice_checks),
         agent("decide", Decision, "specialist-decide", include_input=False, reads=("analyze",), policy=rules.enforce_decision_policy),
         agent("write", Note, "specialist-write", include_input=False, reads=("extract", "decide")),

@@ -74,7 +74,7 @@ def enforce_decision_policy(decision: Decision, state: dict[str, Any]) -> tuple[
         return held, [f"policy: {decision.decision.value} changed to hold: {reason}"]
     failed = [name for name, fact in facts.items() if fact["status"] != "pass"]
     if decision.decision is Verdict.APPROVE and failed:
-        reasons = [f"checks not passed: {', '.join(failed)}"][:3]
+        reasons = [f"check {name} did not pass" for name in failed][:3]
         held = Decision(decision=Verdict.HOLD, reasons=reasons, confidence=min(decision.confidence, 0.5))
         return held, [f"policy: approve changed to hold because {', '.join(failed)} did not pass"]
     return decision, []

@@ -75,10 +75,10 @@ class Verdict(StrEnum):
 
 class Decision(_Strict):
     decision: Verdict
-    reasons: Annotated[list[Annotated[str, Field(max_length=120)]], Field(min_length=1, max_length=3)]
+    reasons: Annotated[list[Annotated[str, Field(max_length=80)]], Field(min_length=1, max_length=3)]
     confidence: Annotated[float, Field(ge=0, le=1)]
 
 
 class Note(_Strict):
     subject: ShortText
-    body: Annotated[str, Field(max_length=600)]
+    body: Annotated[str, Field(max_length=300)]
