@@ -18,7 +18,6 @@ import operator
 import time
 from typing import Annotated, Any, TypedDict
 
-from langgraph.config import get_stream_writer
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.types import Checkpointer, Send
@@ -29,6 +28,7 @@ from agents.lead import check_citations, report_without_lead, sources_from_calls
 from agents.models.base import ModelError
 from agents.models.policy import BudgetExhausted, RemoteModelRefused, current_ledger, current_policy, escalating
 from graphs.compile import RailsHook, StepFailed
+from graphs.progress import report_progress
 from graphs.spec import MAX_SUB_AGENTS, WorkflowSpec
 
 __all__ = ["ResearchState", "compile_research"]
@@ -53,11 +53,7 @@ class ResearchState(TypedDict, total=False):
 
 
 def _emit(message: str, **data: Any) -> None:
-    try:
-        writer = get_stream_writer()
-    except RuntimeError:  # outside a streaming run
-        return
-    writer({"kind": "notice", "message": message, **data})
+    report_progress({"kind": "notice", "message": message, **data})
 
 
 def _record(agent: Agent, name: str, result: StepResult | None, output: Any, error: BaseException | None, started: float) -> dict[str, Any]:

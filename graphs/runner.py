@@ -30,6 +30,7 @@ from audit.runs import RunStore
 from audit.telemetry import Telemetry
 from graphs.build import build_agents
 from graphs.compile import RailsHook, StepFailed, compile_workflow
+from graphs.progress import progress_sink
 from graphs.research import compile_research
 from graphs.spec import WorkflowSpec
 from guardrails.base import GuardrailViolation, RailPoint
@@ -237,16 +238,17 @@ class WorkflowRunner:
                     if snapshot.values:
                         result.steps, start = list(snapshot.values.get("steps", [])), None
                 final: dict[str, Any] = {}
-                with run_scope(policy) as ledger:
+                pending: list[asyncio.Future[None]] = []
+
+                def on_progress(payload: dict[str, Any]) -> None:  # progress a node reports (research sub-agents)
+                    payload = dict(payload)
+                    pending.append(asyncio.ensure_future(emit(payload.pop("kind", "notice"), **payload)))
+
+                with run_scope(policy) as ledger, progress_sink(on_progress):
                     try:
-                        async for mode, chunk in graph.astream(start, config, stream_mode=["updates", "values", "custom"]):
+                        async for mode, chunk in graph.astream(start, config, stream_mode=["updates", "values"]):
                             if mode == "values":
                                 final = chunk
-                                continue
-                            if mode == "custom":  # progress a node reports (research sub-agents)
-                                if isinstance(chunk, dict):
-                                    payload = dict(chunk)
-                                    await emit(payload.pop("kind", "notice"), **payload)
                                 continue
                             for node_update in chunk.values():
                                 for step in (node_update or {}).get("steps", []):
@@ -254,6 +256,7 @@ class WorkflowRunner:
                                     await emit("step", **step)
                     finally:
                         span.set_attributes(ledger.span_attributes())
+                        await asyncio.gather(*pending, return_exceptions=True)
                 output = self._select_output(spec, final)
                 if self.rails is not None:
                     checked = await self.rails.check(RailPoint.OUTPUT, json.dumps(output, ensure_ascii=False), workflow=spec.name)
