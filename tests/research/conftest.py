@@ -133,12 +133,16 @@ class ResearchHarness:
         return [json.loads(line) for line in self.trace_file.read_text().splitlines()]
 
 
-def variant(research: dict[str, Any] | None = None, settings: dict[str, Any] | None = None) -> WorkflowSpec:
+def variant(
+    research: dict[str, Any] | None = None, settings: dict[str, Any] | None = None, agents: dict[str, dict[str, Any]] | None = None
+) -> WorkflowSpec:
     """The built-in research workflow with some settings changed (validated like a file would be)."""
     spec = load_workflow("research")
     data = spec.model_dump(by_alias=True, exclude={"source", "lines"})
     data["research"].update(research or {})
     data["settings"].update(settings or {})
+    for name, changes in (agents or {}).items():
+        data["agents"][name].update(changes)
     changed = WorkflowSpec.model_validate(data)
     changed.source = spec.source
     return changed
