@@ -3,7 +3,7 @@
 Structured output: the request's JSON schema becomes the input schema of one tool the model
 is forced to call (`tool_choice={"type": "tool", …}`); the tool call's input is the reply.
 System messages go in `system`; retries are tenacity's, as in the OpenAI-compatible client.
-Anthropic is never local.
+The SDK (2.x) takes no `temperature`, so the request's is not sent. Anthropic is never local.
 """
 
 from __future__ import annotations
@@ -59,7 +59,6 @@ class AnthropicClient:
             "model": self.model,
             "messages": messages,
             "max_tokens": request.max_tokens,
-            "temperature": request.temperature,
             "timeout": timeout,
         }
         if system:
