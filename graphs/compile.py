@@ -31,6 +31,8 @@ class RunState(TypedDict, total=False):
     input: str
     outputs: Annotated[dict[str, Any], _merge]
     steps: Annotated[list[dict[str, Any]], operator.add]
+    confidential: bool
+    """The run's confidential flag, checkpointed so `resume` keeps it."""
 
 
 class RailsHook(Protocol):

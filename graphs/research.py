@@ -42,6 +42,7 @@ class ResearchState(TypedDict, total=False):
     input: str
     outputs: Annotated[dict[str, Any], _merge]
     steps: Annotated[list[dict[str, Any]], operator.add]
+    confidential: bool
     plan: list[dict[str, Any]]
     """The sub-questions of the current round."""
     round: int

@@ -228,15 +228,17 @@ class WorkflowRunner:
                 raw = text
                 if self.rails is not None:
                     text = await self.rails.check(RailPoint.INPUT, text, workflow=spec.name)
-                policy = self._policy(spec, confidential, pii=text != raw)
-                if policy.confidential:
-                    span.set_attributes({"flotilla.sensitivity": "confidential", "flotilla.sensitivity.reason": policy.reason})
                 config = {"configurable": {"thread_id": run_id}, "recursion_limit": spec.settings.max_steps}
-                start: dict[str, Any] | None = {"input": text, "outputs": {}, "steps": []}
+                # The run flag is kept in the checkpoint, so a resumed confidential run stays confidential.
+                start: dict[str, Any] | None = {"input": text, "outputs": {}, "steps": [], "confidential": confidential}
                 if resume:
                     snapshot = await graph.aget_state(config)
                     if snapshot.values:
                         result.steps, start = list(snapshot.values.get("steps", [])), None
+                        confidential = confidential or bool(snapshot.values.get("confidential"))
+                policy = self._policy(spec, confidential, pii=text != raw)
+                if policy.confidential:
+                    span.set_attributes({"flotilla.sensitivity": "confidential", "flotilla.sensitivity.reason": policy.reason})
                 final: dict[str, Any] = {}
                 pending: list[asyncio.Future[None]] = []
 

@@ -55,3 +55,13 @@ async def test_pii_found_by_the_input_rail_makes_the_run_confidential(research) 
     assert h.frontier.requests == []
     assert result.output["sensitivity"]["reason"] == "input rail found PII"
     assert "jane.doe@example.com" not in result.output["question"]
+
+
+async def test_a_resumed_confidential_run_stays_confidential(research) -> None:
+    h = research()
+    spec = variant(settings={"on_remote": "refuse"})
+    first = await h.runner.run(spec, QUESTION, confidential=True)
+    assert first.status == "failed" and first.error["code"] == "remote_model_refused"
+    again = await h.runner.resume(spec, first.run_id)  # no flag given: the checkpoint remembers it
+    assert again.status == "failed" and again.error["code"] == "remote_model_refused" and "run flag" in again.error["message"]
+    assert h.frontier.requests == []
