@@ -37,5 +37,6 @@ async def test_the_gateway_runs_research_and_reports_each_sub_agent(tmp_path: Pa
     structured = result.structured_content
     assert structured["status"] == "succeeded" and structured["steps"] == 5
     assert structured["output"]["claims"][0]["citations"] == ["q1.1"]
-    assert progress[0].endswith("started") and progress[1] == "planner: ok" and progress[-1] == "writer: ok"
-    assert sorted(progress[2:5]) == ["documents[q1]: ok", "ledger[q2]: ok", "ledger[q3]: ok"]
+    finished = [m for m in progress if m and m.endswith(": ok")]
+    assert progress[0].endswith("started") and finished[0] == "planner: ok" and finished[-1] == "writer: ok"
+    assert sorted(finished[1:-1]) == ["documents[q1]: ok", "ledger[q2]: ok", "ledger[q3]: ok"]
