@@ -87,7 +87,7 @@ async def timed_run(tmp: Path, n: int, latency_s: float, *, sequential: bool) ->
         result = await runner.run(spec, "What do our sources say?", on_event=on_event)
         wall = time.perf_counter() - started
         assert result.status == "succeeded" and len(result.output["sub_agents"]) == n, result.error
-        subs = [t for name, t in marks.items() if "[" in name]
+        subs = [t for name, t in marks.items() if "/" in name]
         return {"wall": wall, "fanout": max(subs) - marks["planner"]}
     finally:
         await runner.aclose()

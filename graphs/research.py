@@ -168,7 +168,7 @@ class _Research:
 
     async def research(self, payload: dict[str, Any]) -> dict[str, Any]:
         task, total = payload["task"], payload["total"]
-        name = f"{task['specialist']}[{task['id']}]"
+        name = f"{task['specialist']}/{task['id']}"  # no brackets: consoles read them as markup
         agent = self.agents[task["specialist"]]
         agent = dataclasses.replace(agent, max_tool_steps=self.cfg.max_tool_calls + 1)
         remaining = payload["deadline_at"] - time.time()

@@ -27,4 +27,4 @@ async def test_a_research_run_on_the_embedded_model_cites_only_real_tool_results
     for source in out["sources"].values():
         again = await h.hub.call(source["tool"], source["arguments"])
         assert again.observation(2000).startswith(source["excerpt"])
-    assert {s["agent"] for s in result.steps} >= {"planner", "ledger[q1]"}
+    assert {s["agent"] for s in result.steps} >= {"planner", "ledger/q1"}

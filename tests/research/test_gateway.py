@@ -39,4 +39,4 @@ async def test_the_gateway_runs_research_and_reports_each_sub_agent(tmp_path: Pa
     assert structured["output"]["claims"][0]["citations"] == ["q1.1"]
     finished = [m for m in progress if m and m.endswith(": ok")]
     assert progress[0].endswith("started") and finished[0] == "planner: ok" and finished[-1] == "writer: ok"
-    assert sorted(finished[1:-1]) == ["documents[q1]: ok", "ledger[q2]: ok", "ledger[q3]: ok"]
+    assert sorted(finished[1:-1]) == ["documents/q1: ok", "ledger/q2: ok", "ledger/q3: ok"]

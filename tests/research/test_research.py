@@ -22,8 +22,8 @@ async def test_sub_agents_run_in_parallel_and_the_report_cites_real_tool_results
 
     # One sub-agent per planned sub-question, all ran, and their spans overlap in time.
     spans = h.spans()
-    subs = [s for s in spans if s["name"].startswith("invoke_agent ") and "[q" in s["name"]]
-    assert sorted(s["attributes"]["gen_ai.agent.name"] for s in subs) == ["documents[q1]", "ledger[q2]", "ledger[q3]"]
+    subs = [s for s in spans if s["name"].startswith("invoke_agent ") and "/q" in s["name"]]
+    assert sorted(s["attributes"]["gen_ai.agent.name"] for s in subs) == ["documents/q1", "ledger/q2", "ledger/q3"]
     assert max(span_time(s, "start_time") for s in subs) < min(span_time(s, "end_time") for s in subs)
     [run] = [s for s in spans if s["name"] == "invoke_workflow research"]
     assert {s["parent_id"] for s in subs} == {run["context"]["span_id"]}
@@ -53,7 +53,7 @@ async def test_sub_agents_run_in_parallel_and_the_report_cites_real_tool_results
     started = [e for e in events if e.kind == "notice" and e.data.get("event") == "sub_agent_started"]
     finished = [e.data["agent"] for e in events if e.kind == "step"]
     assert len(started) == 3 and finished[0] == "planner" and finished[-1] == "writer"
-    assert sorted(finished[1:-1]) == ["documents[q1]", "ledger[q2]", "ledger[q3]"]
+    assert sorted(finished[1:-1]) == ["documents/q1", "ledger/q2", "ledger/q3"]
     assert h.runs.get_run(result.run_id).status == "succeeded"
 
 
@@ -64,7 +64,7 @@ async def test_a_failing_sub_agent_is_a_gap_not_a_failed_run(research) -> None:
     failed = [s for s in result.output["sub_agents"] if not s["ok"]]
     assert [s["id"] for s in failed] == ["q3"] and "scripted failure" in failed[0]["error"]
     assert any(g.startswith("q3 ") for g in result.output["gaps"])
-    [step] = [s for s in result.steps if s["agent"] == "ledger[q3]"]
+    [step] = [s for s in result.steps if s["agent"] == "ledger/q3"]
     assert step["ok"] is False and step["error"]["code"] == "model_bad_response"
 
 
