@@ -30,6 +30,7 @@ from agents.models.policy import BudgetExhausted, RemoteModelRefused, current_le
 from graphs.compile import RailsHook, StepFailed
 from graphs.progress import report_progress
 from graphs.spec import MAX_SUB_AGENTS, WorkflowSpec
+from guardrails.base import GuardrailViolation
 
 __all__ = ["ResearchState", "compile_research"]
 
@@ -180,8 +181,8 @@ class _Research:
         result, error, escalated, cuts = None, None, False, []
         try:
             result = await self._step(agent, state, name=name, timeout=timeout, attributes=attributes)
-        except asyncio.CancelledError:
-            raise
+        except GuardrailViolation as exc:  # a blocked step ends the run, as everywhere (DESIGN: guardrails)
+            raise StepFailed(name, _record(agent, name, None, None, exc, started), exc) from exc
         except Exception as exc:  # noqa: BLE001 — a failing sub-agent is a gap, not a failed run
             error = exc
         if isinstance(error, (AgentOutputInvalid, ModelError)) and not isinstance(error, (BudgetExhausted, RemoteModelRefused)):
@@ -192,6 +193,8 @@ class _Research:
                         result = await self._step(frontier, state, name=name, timeout=payload["deadline_at"] - time.time(),
                                                   attributes={**attributes, "flotilla.escalated": True})
                         error, escalated = None, True
+                    except GuardrailViolation as exc:
+                        raise StepFailed(name, _record(agent, name, None, None, exc, started), exc) from exc
                     except Exception as exc:  # noqa: BLE001
                         error = exc
         if isinstance(error, TimeoutError):

