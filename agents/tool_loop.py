@@ -347,37 +347,22 @@ def _validator(schema: dict[str, Any]) -> Any:
 # -- native OpenAI tool calling (HTTP models) --------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class _OpenAIBackend:
-    client: Any
-    """An `openai.AsyncOpenAI`."""
+class _OpenAIBackend(Protocol):
+    """An OpenAI-compatible client that can make a raw chat call (OpenAICompatibleClient)."""
+
     model: str
-    provider: str
-    local: bool
     timeout_s: float
+
+    async def chat_completion(self, kwargs: dict[str, Any]) -> tuple[Any, ChatResult]: ...
 
 
 def _openai_backend(model: ModelClient) -> _OpenAIBackend | None:
     """Native tool calling for OpenAI-compatible HTTP clients; None for everything else.
 
-    The model client contract (`ChatRequest`) has no tools, so the loop talks to the client's
-    `openai.AsyncOpenAI` itself. It is read from `openai_client` (or the private `_client` of
-    agents.models.openai_compat.OpenAICompatibleClient until that exposes it).
+    The model client contract (`ChatRequest`) has no tools, so the loop uses the client's
+    `chat_completion` (the same retry policy and typed errors as its `complete`).
     """
-    try:
-        import openai
-    except ImportError:  # pragma: no cover - openai is a dependency
-        return None
-    client = getattr(model, "openai_client", None) or getattr(model, "_client", None)
-    if not isinstance(client, openai.AsyncOpenAI) or not isinstance(getattr(model, "model", None), str):
-        return None
-    return _OpenAIBackend(
-        client=client,
-        model=model.model,  # type: ignore[attr-defined]
-        provider=getattr(model, "provider", "openai-compatible"),
-        local=bool(getattr(model, "local", False)),
-        timeout_s=float(getattr(model, "timeout_s", 60.0)),
-    )
+    return model if callable(getattr(model, "chat_completion", None)) else None  # type: ignore[return-value]
 
 
 def _function_name(qualified: str) -> str:
@@ -478,46 +463,16 @@ async def _run_native_loop(
 async def _native_chat(
     backend: _OpenAIBackend, model_name: str, kwargs: dict[str, Any], tracer: Tracer, agent_name: str | None
 ) -> tuple[Any, ChatResult]:
-    import openai
-
-    from agents.models.base import ModelBadResponse, ModelTimeout, ModelUnavailable
-
     with tracer.start_as_current_span(f"chat {model_name}", record_exception=False, set_status_on_exception=False) as span:
         span.set_attributes({"gen_ai.operation.name": "chat", "gen_ai.request.model": model_name, "gen_ai.output.type": "json"})
         if agent_name:
             span.set_attribute("gen_ai.agent.name", agent_name)
-        started = time.perf_counter()
         try:
-            response = await backend.client.chat.completions.create(**kwargs)
-        except openai.APITimeoutError:
-            error: ModelError = ModelTimeout(f"model {backend.model!r} did not answer within {kwargs['timeout']:g}s")
-        except openai.APIConnectionError as exc:
-            error = ModelUnavailable(f"cannot reach model {backend.model!r}: {exc}")
-        except openai.APIStatusError as exc:
-            kind = ModelUnavailable if exc.status_code == 429 or exc.status_code >= 500 else ModelBadResponse
-            error = kind(f"model {backend.model!r} answered HTTP {exc.status_code}")
-        except openai.OpenAIError as exc:
-            error = ModelBadResponse(f"model {backend.model!r}: {exc}")
-        else:
-            error = None  # type: ignore[assignment]
-        if error is None and not getattr(response, "choices", None):
-            error = ModelBadResponse(f"model {backend.model!r} returned no choices")
-        if error is not None:
+            message, reply = await backend.chat_completion(kwargs)
+        except ModelError as error:
             span.set_status(StatusCode.ERROR, error.message)
             span.set_attribute("error.type", error.code)
-            raise error
-        choice = response.choices[0]
-        usage = response.usage
-        reply = ChatResult(
-            text=choice.message.content or "",
-            model=response.model or backend.model,
-            provider=backend.provider,
-            input_tokens=usage.prompt_tokens if usage else 0,
-            output_tokens=usage.completion_tokens if usage else 0,
-            latency_ms=(time.perf_counter() - started) * 1000,
-            local=backend.local,
-            finish_reason=choice.finish_reason or "stop",
-        )
+            raise
         span.set_attributes(
             {
                 "gen_ai.provider.name": reply.provider,
@@ -527,4 +482,4 @@ async def _native_chat(
                 "gen_ai.response.finish_reasons": [reply.finish_reason],
             }
         )
-        return choice.message, reply
+        return message, reply

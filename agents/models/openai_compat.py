@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import time
+from typing import Any
 
 import openai
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential
@@ -53,19 +54,27 @@ class OpenAICompatibleClient:
         self._client = openai.AsyncOpenAI(base_url=base_url, api_key=api_key or "unused", max_retries=0, timeout=timeout_s)
 
     async def complete(self, request: ChatRequest) -> ChatResult:
-        timeout = request.timeout_s or self.timeout_s
-        kwargs: dict = {
-            "model": self.model,
+        kwargs: dict[str, Any] = {
             "messages": request.messages,
             "max_tokens": request.max_tokens,
             "temperature": request.temperature,
-            "timeout": timeout,
+            "timeout": request.timeout_s or self.timeout_s,
         }
         if request.json_schema is not None:
             kwargs["response_format"] = {
                 "type": "json_schema",
                 "json_schema": {"name": request.schema_name, "schema": request.json_schema, "strict": True},
             }
+        message, result = await self.chat_completion(kwargs)
+        if message.content is None:
+            raise ModelBadResponse(f"model {self.model!r} at {self._client.base_url} returned an empty message")
+        return result
+
+    async def chat_completion(self, kwargs: dict[str, Any]) -> tuple[Any, ChatResult]:
+        """One `chat.completions.create` call (SDK keyword arguments; `model` is this client's)
+        under the retry policy, with typed errors. Returns the SDK message and the ChatResult.
+        The agent tool loop uses it directly for native tool calling."""
+        kwargs = {"model": self.model, "timeout": self.timeout_s, **kwargs}
         started = time.perf_counter()
         try:
             async for attempt in AsyncRetrying(
@@ -77,7 +86,7 @@ class OpenAICompatibleClient:
                 with attempt:
                     response = await self._client.chat.completions.create(**kwargs)
         except openai.APITimeoutError:
-            raise ModelTimeout(f"model {self.model!r} at {self._client.base_url} did not answer within {timeout:g}s") from None
+            raise ModelTimeout(f"model {self.model!r} at {self._client.base_url} did not answer within {kwargs['timeout']:g}s") from None
         except openai.APIConnectionError as exc:
             raise ModelUnavailable(f"cannot reach model {self.model!r} at {self._client.base_url}: {exc}") from None
         except openai.APIStatusError as exc:
@@ -87,15 +96,12 @@ class OpenAICompatibleClient:
             raise ModelBadResponse(f"model {self.model!r} at {self._client.base_url}: {exc}") from None
         except json.JSONDecodeError as exc:
             raise ModelBadResponse(f"model {self.model!r} at {self._client.base_url} answered with a body that is not JSON ({exc.msg})") from None
-        if not getattr(response, "choices", None):
+        if not getattr(response, "choices", None) or response.choices[0].message is None:
             raise ModelBadResponse(f"model {self.model!r} at {self._client.base_url} returned no choices")
         choice = response.choices[0]
-        text = choice.message.content if choice.message else None
-        if text is None:
-            raise ModelBadResponse(f"model {self.model!r} at {self._client.base_url} returned an empty message")
         usage = response.usage
-        return ChatResult(
-            text=text,
+        return choice.message, ChatResult(
+            text=choice.message.content or "",
             model=response.model or self.model,
             provider=self.provider,
             input_tokens=usage.prompt_tokens if usage else 0,
