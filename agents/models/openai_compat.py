@@ -111,11 +111,6 @@ class OpenAICompatibleClient:
             finish_reason=choice.finish_reason or "stop",
         )
 
-    @property
-    def openai_client(self) -> openai.AsyncOpenAI:
-        """The underlying SDK client (native tool calling in the agent tool loop uses it)."""
-        return self._client
-
     async def aclose(self) -> None:
         await self._client.close()
 

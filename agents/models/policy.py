@@ -11,7 +11,7 @@ steps, tool loops, the research lead, rails that call a model) goes through the 
   counterfactual cost and escalation on the `chat` span that wraps it.
 
 Enforcement does not depend on callers behaving: there is no other path to a model. (The
-tool loop's native OpenAI tool calling reads `openai_client`; the guard exposes it only for
+tool loop's native OpenAI tool calling calls `chat_completion`; the guard exposes it only for
 local endpoints in runs without ceilings, so remote calls always take the guarded path.)
 """
 
@@ -209,13 +209,13 @@ class GuardedClient:
         return float(getattr(self.inner, "timeout_s", 60.0))
 
     @property
-    def openai_client(self) -> Any:
+    def chat_completion(self) -> Any:
         # Native tool calling bypasses `complete`, so only a local endpoint in a run without
         # ceilings gets it; every remote call stays on the guarded, accounted path.
         policy = current_policy()
         if not self.local or policy.max_tokens is not None or policy.max_cost_usd is not None:
             return None
-        return getattr(self.inner, "openai_client", None)
+        return getattr(self.inner, "chat_completion", None)
 
     async def complete(self, request: ChatRequest) -> ChatResult:
         policy, ledger = current_policy(), current_ledger()
