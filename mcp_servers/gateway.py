@@ -120,10 +120,13 @@ class Gateway:
     async def _run(self, spec: WorkflowSpec, text: str, ctx: Context) -> WorkflowToolResult:
         runner = await self.runner()
         run_id = uuid.uuid4().hex
-        total = len(spec.agents)
+        total = None if spec.kind == "research" else len(spec.agents)
         steps: list[dict[str, Any]] = []
 
         async def on_event(event: RunEvent) -> None:
+            if event.kind == "notice" and event.data.get("event") == "sub_agent_started":
+                await ctx.report_progress(len(steps), total, event.data["message"])
+                return
             if event.kind != "step":
                 return
             steps.append(event.data)

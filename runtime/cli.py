@@ -95,6 +95,7 @@ def run(
     input: Annotated[Optional[str], typer.Option("--input", "-i", help="Input file, or - for stdin.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")] = False,
     resume: Annotated[Optional[str], typer.Option("--resume", help="Continue a failed or interrupted run.")] = None,
+    confidential: Annotated[bool, typer.Option("--confidential", help="No model call of this run may leave local models.")] = False,
 ) -> None:
     """Run a workflow on an input (or resume a run)."""
     from runtime.wiring import build_runtime  # imports LangGraph and the model stack
@@ -124,7 +125,7 @@ def run(
         async with runtime.runner as runner:
             if resume is not None:
                 return await runner.resume(spec, resume, on_event=printer)
-            return await runner.run(spec, data, initiator=f"cli:{_user()}", on_event=printer)
+            return await runner.run(spec, data, initiator=f"cli:{_user()}", on_event=printer, confidential=confidential)
 
     try:
         result = asyncio.run(go())

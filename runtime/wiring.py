@@ -43,7 +43,7 @@ def _http_client(endpoint: ModelEndpoint, api_key: str | None) -> ModelClient:
 
 
 def build_registry(settings: Settings) -> ModelRegistry:
-    return ModelRegistry(settings.models, embedded=partial(embedded_client, settings), http_client=_http_client)
+    return ModelRegistry(settings.models, embedded=partial(embedded_client, settings), http_client=_http_client, prices=settings.price_table)
 
 
 @dataclass
