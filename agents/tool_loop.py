@@ -480,6 +480,7 @@ async def _native_chat(
                 "gen_ai.usage.input_tokens": reply.input_tokens,
                 "gen_ai.usage.output_tokens": reply.output_tokens,
                 "gen_ai.response.finish_reasons": [reply.finish_reason],
+                "flotilla.model_local": reply.local,
             }
         )
         return message, reply
