@@ -276,8 +276,9 @@ class WorkflowRunner:
                 span.set_status(Status(StatusCode.ERROR, (result.error or {}).get("message", "")))
                 span.set_attribute("error.type", (result.error or {}).get("type", "error"))
             span.set_attribute("flotilla.status", result.status)
+        # No flush here: spans reach the audit store and OTLP in the background (redaction can
+        # take seconds); the runtime flushes on shutdown.
         self.runs.finish_run(run_id, result.status, result.steps, output=result.output, error=result.error)
-        self.telemetry.flush()
         await emit("finished", status=result.status, error=result.error)
         return result
 
