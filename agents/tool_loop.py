@@ -211,14 +211,7 @@ async def _chat(
             span.set_status(StatusCode.ERROR, exc.message)
             span.set_attribute("error.type", exc.code)
             raise
-        span.set_attributes(
-            {
-                "gen_ai.provider.name": reply.provider,
-                "gen_ai.response.model": reply.model,
-                "gen_ai.usage.input_tokens": reply.input_tokens,
-                "gen_ai.usage.output_tokens": reply.output_tokens,
-            }
-        )
+        span.set_attributes(_reply_attributes(reply))
         return reply
 
 
@@ -473,14 +466,17 @@ async def _native_chat(
             span.set_status(StatusCode.ERROR, error.message)
             span.set_attribute("error.type", error.code)
             raise
-        span.set_attributes(
-            {
-                "gen_ai.provider.name": reply.provider,
-                "gen_ai.response.model": reply.model,
-                "gen_ai.usage.input_tokens": reply.input_tokens,
-                "gen_ai.usage.output_tokens": reply.output_tokens,
-                "gen_ai.response.finish_reasons": [reply.finish_reason],
-                "flotilla.model_local": reply.local,
-            }
-        )
+        span.set_attributes(_reply_attributes(reply))
         return message, reply
+
+
+def _reply_attributes(reply: ChatResult) -> dict[str, Any]:
+    """What a chat span records of the reply, on both the constrained and the native path."""
+    return {
+        "gen_ai.provider.name": reply.provider,
+        "gen_ai.response.model": reply.model,
+        "gen_ai.usage.input_tokens": reply.input_tokens,
+        "gen_ai.usage.output_tokens": reply.output_tokens,
+        "gen_ai.response.finish_reasons": [reply.finish_reason],
+        "flotilla.model_local": reply.local,
+    }

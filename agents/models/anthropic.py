@@ -13,9 +13,8 @@ import time
 from typing import Any
 
 import anthropic
-from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential
 
-from agents.models.base import ChatRequest, ChatResult, ModelBadResponse, ModelTimeout, ModelUnavailable
+from agents.models.base import ChatRequest, ChatResult, ModelBadResponse, ModelTimeout, ModelUnavailable, retrying
 
 __all__ = ["AnthropicClient"]
 
@@ -69,12 +68,7 @@ class AnthropicClient:
             kwargs["tool_choice"] = {"type": "tool", "name": tool_name}
         started = time.perf_counter()
         try:
-            async for attempt in AsyncRetrying(
-                retry=retry_if_exception(_retryable),
-                stop=stop_after_attempt(self._attempts),
-                wait=wait_exponential(multiplier=self._backoff_s, max=8),
-                reraise=True,
-            ):
+            async for attempt in retrying(_retryable, attempts=self._attempts, backoff_s=self._backoff_s):
                 with attempt:
                     response = await self._client.messages.create(**kwargs)
         except anthropic.APITimeoutError:

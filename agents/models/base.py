@@ -6,8 +6,11 @@ which vLLM's structured outputs, flotilla's own model server and frontier provid
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
+
+from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential
 
 from audit.errors import FlotillaError
 
@@ -19,6 +22,7 @@ __all__ = [
     "ModelUnavailable",
     "ModelTimeout",
     "ModelBadResponse",
+    "retrying",
 ]
 
 
@@ -83,3 +87,14 @@ class ModelBadResponse(ModelError):
     """The endpoint answered, but not with something usable (4xx, malformed body)."""
 
     code = "model_bad_response"
+
+
+def retrying(retryable: Callable[[BaseException], bool], *, attempts: int, backoff_s: float) -> AsyncRetrying:
+    """The retry policy of every HTTP model client: exponential backoff (capped at 8 s) on the
+    errors `retryable` accepts — connection errors, 5xx and 429 — and the last error re-raised."""
+    return AsyncRetrying(
+        retry=retry_if_exception(retryable),
+        stop=stop_after_attempt(attempts),
+        wait=wait_exponential(multiplier=backoff_s, max=8),
+        reraise=True,
+    )

@@ -13,9 +13,8 @@ import time
 from typing import Any
 
 import openai
-from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential
 
-from agents.models.base import ChatRequest, ChatResult, ModelBadResponse, ModelTimeout, ModelUnavailable
+from agents.models.base import ChatRequest, ChatResult, ModelBadResponse, ModelTimeout, ModelUnavailable, retrying
 
 __all__ = ["OpenAICompatibleClient"]
 
@@ -77,12 +76,7 @@ class OpenAICompatibleClient:
         kwargs = {"model": self.model, "timeout": self.timeout_s, **kwargs}
         started = time.perf_counter()
         try:
-            async for attempt in AsyncRetrying(
-                retry=retry_if_exception(_retryable),
-                stop=stop_after_attempt(self._attempts),
-                wait=wait_exponential(multiplier=self._backoff_s, max=8),
-                reraise=True,
-            ):
+            async for attempt in retrying(_retryable, attempts=self._attempts, backoff_s=self._backoff_s):
                 with attempt:
                     response = await self._client.chat.completions.create(**kwargs)
         except openai.APITimeoutError:
