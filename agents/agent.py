@@ -16,13 +16,13 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from opentelemetry.trace import Span, Status, StatusCode, Tracer
 
-from agents.models.base import ChatRequest, ChatResult, ModelError
-from agents.models.registry import Binding
-from agents.output import OutputMismatch, OutputSchema
+from flotilla.agents.models.base import ChatRequest, ChatResult, ModelError
+from flotilla.agents.models.registry import Binding
+from flotilla.agents.output import OutputMismatch, OutputSchema
 
 if TYPE_CHECKING:
-    from agents.tool_loop import ToolRails
-    from tools import ToolView
+    from flotilla.agents.tool_loop import ToolRails
+    from flotilla.tools import ToolView
 
 __all__ = ["Agent", "StepResult", "AgentOutputInvalid", "ContextHook", "PolicyHook"]
 
@@ -128,7 +128,7 @@ class Agent:
         )
 
     async def _run_with_tools(self, state: dict[str, Any], tracer: Tracer, *, rails: ToolRails | None, workflow: str | None) -> StepResult:
-        from agents.tool_loop import run_tool_loop  # imports the MCP client stack
+        from flotilla.agents.tool_loop import run_tool_loop  # imports the MCP client stack
 
         started = time.perf_counter()
         loop = await run_tool_loop(

@@ -28,8 +28,8 @@ from jsonschema import validators
 from opentelemetry import trace
 from opentelemetry.trace import StatusCode, Tracer
 
-from agents.models.base import ChatRequest, ChatResult, ModelClient, ModelError
-from tools import ToolError, ToolInfo, ToolView
+from flotilla.agents.models.base import ChatRequest, ChatResult, ModelClient, ModelError
+from flotilla.tools import ToolError, ToolInfo, ToolView
 
 __all__ = ["run_tool_loop", "ToolLoopResult", "ToolCallRecord", "ToolLoopExhausted", "ToolRails", "action_schema"]
 
@@ -216,7 +216,7 @@ async def _chat(
 
 
 class ToolRails(Protocol):
-    """What the loop needs from guardrails (graphs.compile.RailsHook has this shape)."""
+    """What the loop needs from guardrails (flotilla.graphs.compile.RailsHook has this shape)."""
 
     async def check(self, point: Any, text: str, *, workflow: str | None = None, agent: str | None = None) -> str: ...
 
@@ -233,7 +233,7 @@ class _Caller:
         if not isinstance(arguments, dict):
             return ToolCallRecord(step, name, {}, True, "tool_arguments_invalid", "arguments must be a JSON object", 0.0)
         if self.rails is not None:
-            from guardrails.base import RailPoint  # noqa: PLC0415 - only when rails are wired
+            from flotilla.guardrails.base import RailPoint  # noqa: PLC0415 - only when rails are wired
 
             checked = await self.rails.check(
                 RailPoint.TOOL_ARGS, json.dumps(arguments, ensure_ascii=False), workflow=self.workflow, agent=self.agent
@@ -246,7 +246,7 @@ class _Caller:
             return ToolCallRecord(step, name, arguments, True, exc.code, exc.message + hint, (time.perf_counter() - started) * 1000)
         observation = result.observation(limit)
         if self.rails is not None:
-            from guardrails.base import RailPoint  # noqa: PLC0415
+            from flotilla.guardrails.base import RailPoint  # noqa: PLC0415
 
             # Tool results are untrusted text: screened (and maybe quarantined) before the model reads them.
             observation = await self.rails.check(RailPoint.TOOL_RESULT, observation, workflow=self.workflow, agent=self.agent)

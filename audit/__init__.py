@@ -1,6 +1,6 @@
 """Telemetry and the audit trail: GenAI spans, the hash-chained store, verify, prune, exports.
 
-Names are loaded lazily: every package imports `audit.errors`, and that must stay cheap.
+Names are loaded lazily: every package imports `flotilla.audit.errors`, and that must stay cheap.
 """
 
 from __future__ import annotations
@@ -24,18 +24,18 @@ __all__ = [
 ]
 
 _WHERE = {
-    "AuditStore": "audit.store",
-    "AuditStoreError": "audit.store",
-    "NewRecord": "audit.store",
-    "AuditSpanExporter": "audit.exporter",
-    "SanitizingExporter": "audit.exporter",
-    "ContentPolicy": "audit.sanitize",
-    "Sanitizer": "audit.sanitize",
-    "SignedMark": "audit.chain",
-    "VerifyReport": "audit.chain",
-    "Telemetry": "audit.telemetry",
-    "audit_exporters": "audit.setup",
-    "open_audit_store": "audit.setup",
+    "AuditStore": "flotilla.audit.store",
+    "AuditStoreError": "flotilla.audit.store",
+    "NewRecord": "flotilla.audit.store",
+    "AuditSpanExporter": "flotilla.audit.exporter",
+    "SanitizingExporter": "flotilla.audit.exporter",
+    "ContentPolicy": "flotilla.audit.sanitize",
+    "Sanitizer": "flotilla.audit.sanitize",
+    "SignedMark": "flotilla.audit.chain",
+    "VerifyReport": "flotilla.audit.chain",
+    "Telemetry": "flotilla.audit.telemetry",
+    "audit_exporters": "flotilla.audit.setup",
+    "open_audit_store": "flotilla.audit.setup",
 }
 
 

@@ -10,11 +10,11 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
-from audit.chain import SignedMark, VerifyReport, canonical_json, record_hash
-from audit.errors import FlotillaError
-from audit.store import AuditStore
-from audit.templating import render
-from audit.tree import build_view
+from flotilla.audit.chain import SignedMark, VerifyReport, canonical_json, record_hash
+from flotilla.audit.errors import FlotillaError
+from flotilla.audit.store import AuditStore
+from flotilla.audit.templating import render
+from flotilla.audit.tree import build_view
 
 __all__ = ["RunNotFound", "run_bundle", "export_json", "export_html", "check_export", "EXPORT_FORMAT"]
 

@@ -19,11 +19,11 @@ from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from opentelemetry.trace import get_current_span
 
-from audit import semconv as sc
-from audit.sanitize import Sanitizer
-from audit.spans import run_id_of, sanitized_span, span_payload
-from audit.store import AuditStore, NewRecord
-from audit.summaries import rail_decisions
+from flotilla.audit import semconv as sc
+from flotilla.audit.sanitize import Sanitizer
+from flotilla.audit.spans import run_id_of, sanitized_span, span_payload
+from flotilla.audit.store import AuditStore, NewRecord
+from flotilla.audit.summaries import rail_decisions
 
 __all__ = ["AuditSpanExporter", "SanitizingExporter", "RunContextProcessor"]
 

@@ -7,9 +7,9 @@ from datetime import datetime
 
 from sqlalchemy import or_, select
 
-from audit.schema import run_summaries
-from audit.store import AuditStore, _summary_from_row, utc_iso
-from audit.summaries import RunSummary
+from flotilla.audit.schema import run_summaries
+from flotilla.audit.store import AuditStore, _summary_from_row, utc_iso
+from flotilla.audit.summaries import RunSummary
 
 __all__ = ["RunFilter", "list_runs", "VERDICTS"]
 

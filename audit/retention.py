@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from audit.store import AuditStore, PruneReport
+from flotilla.audit.store import AuditStore, PruneReport
 
 __all__ = ["RetentionReport", "prune", "prune_checkpoints"]
 

@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import Column, DateTime, MetaData, String, Table, Text, create_engine, insert, select, update
 from sqlalchemy.engine import Engine
 
-from audit.store import AuditStore
+from flotilla.audit.store import AuditStore
 
 __all__ = ["RunStore", "RunRecord"]
 

@@ -16,8 +16,8 @@ from collections.abc import Callable, Iterable, Mapping
 from enum import StrEnum
 from typing import Any
 
-from audit.errors import ConfigError
-from audit.semconv import CONTENT_KEYS, CONTENT_PREFIX
+from flotilla.audit.errors import ConfigError
+from flotilla.audit.semconv import CONTENT_KEYS, CONTENT_PREFIX
 
 __all__ = ["ContentPolicy", "Sanitizer", "REDACTED"]
 

@@ -10,10 +10,10 @@ from pathlib import Path
 
 from opentelemetry.sdk.trace.export import SpanExporter
 
-from audit.exporter import AuditSpanExporter, SanitizingExporter
-from audit.sanitize import Sanitizer
-from audit.store import AuditStore
-from audit.telemetry import otlp_exporter_from_env
+from flotilla.audit.exporter import AuditSpanExporter, SanitizingExporter
+from flotilla.audit.sanitize import Sanitizer
+from flotilla.audit.store import AuditStore
+from flotilla.audit.telemetry import otlp_exporter_from_env
 
 __all__ = ["open_audit_store", "audit_exporters"]
 

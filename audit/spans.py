@@ -7,8 +7,8 @@ from typing import Any
 from opentelemetry.sdk.trace import Event, ReadableSpan
 from opentelemetry.trace import Status, format_span_id, format_trace_id
 
-from audit.sanitize import Sanitizer
-from audit.semconv import RUN_ID
+from flotilla.audit.sanitize import Sanitizer
+from flotilla.audit.semconv import RUN_ID
 
 __all__ = ["span_payload", "sanitized_span"]
 

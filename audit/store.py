@@ -21,12 +21,12 @@ from typing import Any
 from sqlalchemy import Connection, bindparam, create_engine, delete, event, func, insert, select, text, update
 from sqlalchemy.engine import Engine, make_url
 
-from audit import migrate
-from audit.chain import GENESIS, ChainRecord, SignedMark, VerifyReport, canonical_json, record_hash, sign_mark, verify_chain
-from audit.errors import FlotillaError
-from audit.sanitize import Sanitizer
-from audit.schema import anchors, head, records, run_summaries
-from audit.summaries import RunSummary, empty_summary, fold_run_event, fold_span
+from flotilla.audit import migrate
+from flotilla.audit.chain import GENESIS, ChainRecord, SignedMark, VerifyReport, canonical_json, record_hash, sign_mark, verify_chain
+from flotilla.audit.errors import FlotillaError
+from flotilla.audit.sanitize import Sanitizer
+from flotilla.audit.schema import anchors, head, records, run_summaries
+from flotilla.audit.summaries import RunSummary, empty_summary, fold_run_event, fold_span
 
 __all__ = ["AuditStore", "NewRecord", "StoredRecord", "AuditStoreError", "RECORD_KINDS", "utc_iso"]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from audit import semconv as sc
+from flotilla.audit import semconv as sc
 
 __all__ = ["RunSummary", "fold_span", "fold_run_event", "empty_summary", "iso_from_ns", "VERDICT_RANK"]
 

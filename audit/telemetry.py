@@ -70,7 +70,7 @@ class Telemetry:
     def __init__(self, exporters: Sequence[SpanExporter] = (), *, service_name: str = SERVICE_NAME) -> None:
         self.provider = TracerProvider(resource=Resource.create({"service.name": service_name}))
         # First, so every span names its run before any exporter sees it.
-        from audit.exporter import RunContextProcessor
+        from flotilla.audit.exporter import RunContextProcessor
 
         self.provider.add_span_processor(RunContextProcessor())
         for exporter in exporters:

@@ -8,10 +8,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from audit import semconv as sc
-from audit.semconv import CONTENT_KEYS, CONTENT_PREFIX
-from audit.store import StoredRecord
-from audit.summaries import rail_decisions
+from flotilla.audit import semconv as sc
+from flotilla.audit.semconv import CONTENT_KEYS, CONTENT_PREFIX
+from flotilla.audit.store import StoredRecord
+from flotilla.audit.summaries import rail_decisions
 
 __all__ = ["SpanNode", "RunView", "build_view"]
 

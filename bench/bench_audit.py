@@ -21,12 +21,12 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider  # noqa: E402
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, SpanExportResult  # noqa: E402
 from opentelemetry.trace import NoOpTracer, Tracer  # noqa: E402
 
-from audit import semconv as sc  # noqa: E402
-from audit.exporter import AuditSpanExporter  # noqa: E402
-from audit.sanitize import Sanitizer  # noqa: E402
-from audit.setup import audit_exporters  # noqa: E402
-from audit.store import AuditStore, NewRecord  # noqa: E402
-from audit.telemetry import Telemetry  # noqa: E402
+from flotilla.audit import semconv as sc  # noqa: E402
+from flotilla.audit.exporter import AuditSpanExporter  # noqa: E402
+from flotilla.audit.sanitize import Sanitizer  # noqa: E402
+from flotilla.audit.setup import audit_exporters  # noqa: E402
+from flotilla.audit.store import AuditStore, NewRecord  # noqa: E402
+from flotilla.audit.telemetry import Telemetry  # noqa: E402
 
 INGEST_GOAL = 5_000.0  # spans/s on SQLite
 OVERHEAD_GOAL_MS = 0.2  # per agent step

@@ -24,7 +24,7 @@ SAMPLE = ROOT / "graphs" / "samples" / "invoice.txt"
 def run(env: dict[str, str]) -> tuple[float, dict]:
     started = time.perf_counter()
     proc = subprocess.run(
-        [sys.executable, "-m", "runtime", "run", "document_triage", "--input", str(SAMPLE), "--json"],
+        [sys.executable, "-m", "flotilla.runtime", "run", "document_triage", "--input", str(SAMPLE), "--json"],
         capture_output=True, env=env, cwd=ROOT, timeout=1800,
     )
     elapsed = time.perf_counter() - started

@@ -46,7 +46,7 @@ PROMPTS = [
 def child_load(cache_dir: str) -> None:
     """Runs in a fresh process: time imports and the load, generate a little, report peak RSS."""
     started = time.perf_counter()
-    from agents.models.embedded import EmbeddedEngine
+    from flotilla.agents.models.embedded import EmbeddedEngine
 
     imported = time.perf_counter()
     engine = EmbeddedEngine(cache_dir)
@@ -139,7 +139,7 @@ def main() -> None:
         first = run_child(cache_dir)
         warm = run_child(cache_dir)
 
-        from agents.models.embedded import EmbeddedEngine
+        from flotilla.agents.models.embedded import EmbeddedEngine
 
         int8 = EmbeddedEngine(cache_dir)
         fp32 = EmbeddedEngine(cache_dir, precision="fp32")

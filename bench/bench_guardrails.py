@@ -24,14 +24,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ["NEMO_GUARDRAILS_NO_USAGE_STATS"] = "1"
 
-from guardrails import Guardrails, RailPoint  # noqa: E402
-from guardrails.classifier import InjectionClassifier, InjectionClassifierRail  # noqa: E402
-from guardrails.embeddings import LocalEmbedder  # noqa: E402
-from guardrails.pii import PresidioRail  # noqa: E402
-from guardrails.pipeline import EngineFactory  # noqa: E402
-from guardrails.tool_screen import ToolResultScreen  # noqa: E402
-from guardrails.training.corpus import HELD_OUT_FAMILIES, Sample, benign_split, load_attacks, load_benign  # noqa: E402
-from guardrails.yara_rail import YaraRail  # noqa: E402
+from flotilla.guardrails import Guardrails, RailPoint  # noqa: E402
+from flotilla.guardrails.classifier import InjectionClassifier, InjectionClassifierRail  # noqa: E402
+from flotilla.guardrails.embeddings import LocalEmbedder  # noqa: E402
+from flotilla.guardrails.pii import PresidioRail  # noqa: E402
+from flotilla.guardrails.pipeline import EngineFactory  # noqa: E402
+from flotilla.guardrails.tool_screen import ToolResultScreen  # noqa: E402
+from flotilla.guardrails.training.corpus import HELD_OUT_FAMILIES, Sample, benign_split, load_attacks, load_benign  # noqa: E402
+from flotilla.guardrails.yara_rail import YaraRail  # noqa: E402
 
 NON_LLM_P50_GOAL_MS = 10.0
 BLOCK_GOAL, FP_GOAL = 0.80, 0.05
@@ -69,15 +69,15 @@ def cpu_ms(fn, texts: list[str]) -> float:
 def models(kind: str) -> list[tuple[object, str]]:
     """The instant double (the pipeline's call structure; NeMo's own overhead) and, when installed,
     the embedded model (real model calls and milliseconds)."""
-    from agents.models.testing import FunctionModel
+    from flotilla.agents.models.testing import FunctionModel
 
     out: list[tuple[object, str]] = []
     if kind in ("auto", "function"):
         out.append((FunctionModel(lambda request: "No"), "function double answering 'No' (instant; counts calls)"))
     if kind in ("auto", "embedded"):
         try:
-            from runtime.settings import load_settings
-            from runtime.wiring import embedded_client
+            from flotilla.runtime.settings import load_settings
+            from flotilla.runtime.wiring import embedded_client
 
             out.append((embedded_client(load_settings()), "embedded (SmolLM2-135M, CPU)"))
         except ImportError as exc:
@@ -92,7 +92,7 @@ async def nemo_numbers(model, label: str, texts: list[str]) -> None:
 
     Checking an input with `generate` also writes a bot message and checks it (the three calls the
     issue mentions) — unless the input self-check blocks first, which the line reports."""
-    from guardrails.nemo_rail import NemoRail
+    from flotilla.guardrails.nemo_rail import NemoRail
 
     rail = NemoRail(model)
     await rail.rails()
@@ -203,7 +203,7 @@ def main() -> None:
     # ---- model calls and NeMo generate vs check
     print("\nLLM rails")
     if args.llama_guard:
-        from guardrails.llama_guard import LlamaGuardRail
+        from flotilla.guardrails.llama_guard import LlamaGuardRail
 
         guard = LlamaGuardRail(args.llama_guard)
         p50, p99 = latency(lambda t: guard.check_sync(t, point=RailPoint.INPUT), sample[:20])

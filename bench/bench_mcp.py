@@ -34,14 +34,14 @@ from mcp.client.streamable_http import streamable_http_client  # noqa: E402
 from mcp.shared._httpx_utils import create_mcp_http_client  # noqa: E402
 from opentelemetry.sdk.trace import TracerProvider  # noqa: E402
 
-from tools import StdioServerConfig, open_hub  # noqa: E402
+from flotilla.tools import StdioServerConfig, open_hub  # noqa: E402
 
 ARGS = {"po_number": "PO-7781"}
 TOKEN = "bench-token"
 
 
 def ledger_params() -> StdioServerParameters:
-    return StdioServerParameters(command=sys.executable, args=["-m", "mcp_servers.ledger"], cwd=str(REPO))
+    return StdioServerParameters(command=sys.executable, args=["-m", "flotilla.mcp_servers.ledger"], cwd=str(REPO))
 
 
 def _ms(samples: list[float]) -> str:
@@ -54,7 +54,7 @@ async def bench_pool_vs_sdk(calls: int, lock: Path, *, traced: bool) -> tuple[li
     # traced: a real SDK tracer (spans created and ended, no exporter); the SDK then also
     # propagates W3C trace context to the server in each request's _meta.
     tracer = TracerProvider().get_tracer("bench") if traced else None
-    config = StdioServerConfig(command=sys.executable, args=["-m", "mcp_servers.ledger"], cwd=REPO)
+    config = StdioServerConfig(command=sys.executable, args=["-m", "flotilla.mcp_servers.ledger"], cwd=REPO)
     async with open_hub({"ledger": config}, lock_file=lock, tracer=tracer) as hub:
         view = hub.view(["ledger.*"])
         await view.call("ledger.get_purchase_order", ARGS)
@@ -126,7 +126,7 @@ async def tool_overhead(args: argparse.Namespace) -> None:
 def serve_gateway(port: int, data: Path) -> None:
     import uvicorn
 
-    from mcp_servers.gateway import Gateway, GatewayHttp
+    from flotilla.mcp_servers.gateway import Gateway, GatewayHttp
     from tests.mcp.helpers import triage_runner
 
     gateway = Gateway(lambda: triage_runner(data), workflows=["document_triage"])
@@ -180,7 +180,7 @@ async def gateway_load(args: argparse.Namespace) -> None:
 
 async def runner_baseline(args: argparse.Namespace, text: str) -> float:
     """The workflow runner alone, same instant model, same concurrency: the gateway's ceiling."""
-    from graphs import load_workflow
+    from flotilla.graphs import load_workflow
     from tests.mcp.helpers import triage_runner
 
     spec = load_workflow("document_triage")

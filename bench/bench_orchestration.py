@@ -26,13 +26,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver  # noqa: E402
 from langgraph.graph import END, START, StateGraph  # noqa: E402
 
-from agents.document_triage.schemas import Analysis, Decision, Invoice, Note  # noqa: E402
-from agents.models.base import ChatRequest  # noqa: E402
-from agents.models.registry import ModelEndpoint, ModelRegistry  # noqa: E402
-from agents.models.testing import FunctionModel  # noqa: E402
-from audit.runs import RunStore  # noqa: E402
-from audit.telemetry import JsonLinesSpanExporter, Telemetry  # noqa: E402
-from graphs import WorkflowRunner, load_workflow  # noqa: E402
+from flotilla.agents.document_triage.schemas import Analysis, Decision, Invoice, Note  # noqa: E402
+from flotilla.agents.models.base import ChatRequest  # noqa: E402
+from flotilla.agents.models.registry import ModelEndpoint, ModelRegistry  # noqa: E402
+from flotilla.agents.models.testing import FunctionModel  # noqa: E402
+from flotilla.audit.runs import RunStore  # noqa: E402
+from flotilla.audit.telemetry import JsonLinesSpanExporter, Telemetry  # noqa: E402
+from flotilla.graphs import WorkflowRunner, load_workflow  # noqa: E402
 
 ANSWERS = {
     "Invoice": {"vendor": "Northwind", "invoice_number": "INV-1", "invoice_date": "2026-11-02", "due_date": "2026-12-02",

@@ -25,15 +25,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from agents.models.base import ChatRequest  # noqa: E402
-from agents.models.registry import ModelEndpoint, ModelRegistry  # noqa: E402
-from agents.models.testing import FunctionModel  # noqa: E402
-from audit.runs import RunStore  # noqa: E402
-from audit.telemetry import JsonLinesSpanExporter, Telemetry  # noqa: E402
-from graphs import WorkflowRunner, load_workflow  # noqa: E402
-from graphs.spec import WorkflowSpec  # noqa: E402
-from mcp_servers.bundled import bundled_servers  # noqa: E402
-from tools import open_hub  # noqa: E402
+from flotilla.agents.models.base import ChatRequest  # noqa: E402
+from flotilla.agents.models.registry import ModelEndpoint, ModelRegistry  # noqa: E402
+from flotilla.agents.models.testing import FunctionModel  # noqa: E402
+from flotilla.audit.runs import RunStore  # noqa: E402
+from flotilla.audit.telemetry import JsonLinesSpanExporter, Telemetry  # noqa: E402
+from flotilla.graphs import WorkflowRunner, load_workflow  # noqa: E402
+from flotilla.graphs.spec import WorkflowSpec  # noqa: E402
+from flotilla.mcp_servers.bundled import bundled_servers  # noqa: E402
+from flotilla.tools import open_hub  # noqa: E402
 
 
 def stub_model(n: int, latency_s: float, *, sequential: bool) -> FunctionModel:

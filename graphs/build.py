@@ -15,13 +15,13 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 
-from agents.agent import Agent
-from agents.models.registry import ModelRegistry
-from agents.output import JsonSchemaOutput, OutputSchema, PydanticOutput
-from graphs.spec import END, SpecError, SpecProblem, WorkflowSpec
+from flotilla.agents.agent import Agent
+from flotilla.agents.models.registry import ModelRegistry
+from flotilla.agents.output import JsonSchemaOutput, OutputSchema, PydanticOutput
+from flotilla.graphs.spec import END, SpecError, SpecProblem, WorkflowSpec
 
 if TYPE_CHECKING:
-    from tools import ToolHub
+    from flotilla.tools import ToolHub
 
 __all__ = ["check_spec", "validate_spec", "build_agents", "resolve_ref", "load_output_schema"]
 
@@ -127,7 +127,7 @@ def check_spec(spec: WorkflowSpec, known_aliases: Iterable[str], tool_servers: I
         if agent.model not in aliases:
             problem(f"unknown model alias {agent.model!r}; declare it under `models:` in flotilla.yaml (known: {', '.join(sorted(aliases))})", "agents", name, "model")
         if tool_servers is not None and agent.tools:
-            from tools import Allowlist
+            from flotilla.tools import Allowlist
 
             servers = sorted(tool_servers)
             for pattern in Allowlist.of(agent.tools).unmatched(servers):

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from audit.errors import ConfigError
-from graphs.spec import WorkflowSpec, parse_spec
+from flotilla.audit.errors import ConfigError
+from flotilla.graphs.spec import WorkflowSpec, parse_spec
 
 __all__ = ["BUILTIN_DIR", "list_workflows", "load_workflow", "workflow_path"]
 

@@ -16,9 +16,9 @@ from langgraph.graph.state import CompiledStateGraph
 from langgraph.types import Checkpointer
 from opentelemetry.trace import Status, StatusCode, Tracer
 
-from agents.agent import Agent
-from graphs.spec import END, WorkflowSpec
-from guardrails.base import RailPoint
+from flotilla.agents.agent import Agent
+from flotilla.graphs.spec import END, WorkflowSpec
+from flotilla.guardrails.base import RailPoint
 
 __all__ = ["RunState", "RailsHook", "agent_node", "compile_workflow", "StepFailed"]
 

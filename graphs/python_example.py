@@ -16,12 +16,12 @@ from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 from opentelemetry.trace import Tracer
 
-from agents.agent import Agent
-from agents.document_triage import grounding, rules
-from agents.document_triage.schemas import Analysis, Decision, Invoice, Note
-from agents.models.registry import ModelRegistry
-from agents.output import PydanticOutput
-from graphs.compile import RunState, agent_node
+from flotilla.agents.agent import Agent
+from flotilla.agents.document_triage import grounding, rules
+from flotilla.agents.document_triage.schemas import Analysis, Decision, Invoice, Note
+from flotilla.agents.models.registry import ModelRegistry
+from flotilla.agents.output import PydanticOutput
+from flotilla.graphs.compile import RunState, agent_node
 
 __all__ = ["build_triage_graph"]
 

@@ -4,7 +4,7 @@
 
 Budgets (the spec's `research:` and `settings:` sections): sub-agents per round (hard cap
 `MAX_SUB_AGENTS`), tool calls per sub-agent, a wall-clock deadline, and token / cost ceilings
-(enforced by the model client guard, agents.models.policy). When one is hit the run finishes
+(enforced by the model client guard, flotilla.agents.models.policy). When one is hit the run finishes
 with what it has and the report's `cut` list says what was left out. A sub-agent that fails or
 times out becomes a gap in the report, never a failed run. Each sub-agent's start and finish
 is a run event (`notice`, then its `step`), so the CLI and the MCP gateway show progress.
@@ -23,14 +23,14 @@ from langgraph.graph.state import CompiledStateGraph
 from langgraph.types import Checkpointer, Send
 from opentelemetry.trace import Status, StatusCode, Tracer
 
-from agents.agent import Agent, AgentOutputInvalid, StepResult
-from agents.lead import check_citations, report_without_lead, sources_from_calls
-from agents.models.base import ModelError
-from agents.models.policy import BudgetExhausted, RemoteModelRefused, current_ledger, current_policy, escalating
-from graphs.compile import RailsHook, StepFailed
-from graphs.progress import report_progress
-from graphs.spec import MAX_SUB_AGENTS, WorkflowSpec
-from guardrails.base import GuardrailViolation
+from flotilla.agents.agent import Agent, AgentOutputInvalid, StepResult
+from flotilla.agents.lead import check_citations, report_without_lead, sources_from_calls
+from flotilla.agents.models.base import ModelError
+from flotilla.agents.models.policy import BudgetExhausted, RemoteModelRefused, current_ledger, current_policy, escalating
+from flotilla.graphs.compile import RailsHook, StepFailed
+from flotilla.graphs.progress import report_progress
+from flotilla.graphs.spec import MAX_SUB_AGENTS, WorkflowSpec
+from flotilla.guardrails.base import GuardrailViolation
 
 __all__ = ["ResearchState", "compile_research"]
 
@@ -299,7 +299,7 @@ class _Research:
 
 
 def _timeout(message: str) -> ModelError:
-    from agents.models.base import ModelTimeout
+    from flotilla.agents.models.base import ModelTimeout
 
     return ModelTimeout(message)
 

@@ -22,21 +22,21 @@ from opentelemetry.trace import Status, StatusCode
 
 from langgraph.graph.state import CompiledStateGraph
 
-from agents.agent import Agent
-from agents.models.policy import RunPolicy, run_scope
-from agents.models.registry import ModelRegistry
-from audit.errors import FlotillaError, InvalidInput
-from audit.runs import RunStore
-from audit.telemetry import Telemetry
-from graphs.build import build_agents
-from graphs.compile import RailsHook, StepFailed, compile_workflow
-from graphs.progress import progress_sink
-from graphs.research import compile_research
-from graphs.spec import WorkflowSpec
-from guardrails.base import GuardrailViolation, RailPoint
+from flotilla.agents.agent import Agent
+from flotilla.agents.models.policy import RunPolicy, run_scope
+from flotilla.agents.models.registry import ModelRegistry
+from flotilla.audit.errors import FlotillaError, InvalidInput
+from flotilla.audit.runs import RunStore
+from flotilla.audit.telemetry import Telemetry
+from flotilla.graphs.build import build_agents
+from flotilla.graphs.compile import RailsHook, StepFailed, compile_workflow
+from flotilla.graphs.progress import progress_sink
+from flotilla.graphs.research import compile_research
+from flotilla.graphs.spec import WorkflowSpec
+from flotilla.guardrails.base import GuardrailViolation, RailPoint
 
 if TYPE_CHECKING:
-    from tools import ToolHub
+    from flotilla.tools import ToolHub
 
 __all__ = ["WorkflowRunner", "RunResult", "RunEvent", "RunNotFound"]
 

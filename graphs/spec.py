@@ -19,7 +19,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
-from audit.errors import ConfigError
+from flotilla.audit.errors import ConfigError
 
 __all__ = [
     "WorkflowSpec",

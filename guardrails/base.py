@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Protocol, runtime_checkable
 
-from audit.errors import FlotillaError
+from flotilla.audit.errors import FlotillaError
 
 __all__ = ["RailPoint", "Verdict", "Rail", "GuardrailViolation"]
 

@@ -1,7 +1,7 @@
 """Jailbreak/injection detection without an LLM: logistic regression over local MiniLM embeddings.
 
 The weights (`guardrails/models/injection_classifier.npz`) are trained by
-`python -m guardrails.training.train_injection`; scoring is one embedding + one dot product.
+`python -m flotilla.guardrails.training.train_injection`; scoring is one embedding + one dot product.
 """
 
 from __future__ import annotations
@@ -14,16 +14,16 @@ from pathlib import Path
 
 import numpy as np
 
-from audit.errors import ConfigError
-from guardrails._timing import Stopwatch
-from guardrails.base import RailPoint, Verdict
-from guardrails.embeddings import LocalEmbedder
+from flotilla.audit.errors import ConfigError
+from flotilla.guardrails._timing import Stopwatch
+from flotilla.guardrails.base import RailPoint, Verdict
+from flotilla.guardrails.embeddings import LocalEmbedder
 
 __all__ = ["InjectionClassifier", "InjectionClassifierRail", "default_weights_path"]
 
 
 def default_weights_path() -> Path:
-    return Path(str(files("guardrails").joinpath("models/injection_classifier.npz")))
+    return Path(str(files("flotilla.guardrails").joinpath("models/injection_classifier.npz")))
 
 
 class InjectionClassifier:
@@ -33,7 +33,7 @@ class InjectionClassifier:
         path = weights or default_weights_path()
         if not path.is_file():
             raise ConfigError(f"injection classifier weights not found at {path}; "
-                              "train them with `python -m guardrails.training.train_injection`")
+                              "train them with `python -m flotilla.guardrails.training.train_injection`")
         with np.load(path) as data:
             self.coef = data["coef"].astype(np.float32)
             self.intercept = float(data["intercept"])

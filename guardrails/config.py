@@ -18,8 +18,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from audit.errors import ConfigError
-from guardrails.base import RailPoint
+from flotilla.audit.errors import ConfigError
+from flotilla.guardrails.base import RailPoint
 
 __all__ = [
     "RailsConfig",
@@ -111,7 +111,7 @@ def merge_overrides(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any
 
 def load_rails_config(overrides: dict[str, Any] | None = None) -> RailsConfig:
     """guardrails/defaults.yaml deep-merged with `overrides` (a workflow's `rails:` section)."""
-    defaults = yaml.safe_load(files("guardrails").joinpath("defaults.yaml").read_text(encoding="utf-8")) or {}
+    defaults = yaml.safe_load(files("flotilla.guardrails").joinpath("defaults.yaml").read_text(encoding="utf-8")) or {}
     raw = merge_overrides(defaults.get("rails", {}), overrides or {})
     try:
         return RailsConfig.model_validate(raw)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from audit.errors import ConfigError
+from flotilla.audit.errors import ConfigError
 
 __all__ = ["minilm_path", "LocalEmbedder"]
 

@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from audit.errors import ConfigError
-from guardrails._timing import Stopwatch
-from guardrails.base import RailPoint, Verdict
+from flotilla.audit.errors import ConfigError
+from flotilla.guardrails._timing import Stopwatch
+from flotilla.guardrails.base import RailPoint, Verdict
 
 __all__ = [
     "HAZARD_CATEGORIES",

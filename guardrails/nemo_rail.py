@@ -27,10 +27,10 @@ from typing import Any  # noqa: E402
 
 import yaml  # noqa: E402
 
-from agents.models.base import ChatRequest, ModelClient  # noqa: E402
-from guardrails._timing import Stopwatch  # noqa: E402
-from guardrails.base import RailPoint, Verdict  # noqa: E402
-from guardrails.embeddings import minilm_path  # noqa: E402
+from flotilla.agents.models.base import ChatRequest, ModelClient  # noqa: E402
+from flotilla.guardrails._timing import Stopwatch  # noqa: E402
+from flotilla.guardrails.base import RailPoint, Verdict  # noqa: E402
+from flotilla.guardrails.embeddings import minilm_path  # noqa: E402
 
 __all__ = ["NemoRail", "FlotillaNemoLLM", "default_nemo_config_dir", "build_rails_config"]
 
@@ -38,7 +38,7 @@ _INPUT_POINTS = frozenset({RailPoint.INPUT, RailPoint.TOOL_ARGS})
 
 
 def default_nemo_config_dir() -> Path:
-    return Path(str(files("guardrails").joinpath("nemo")))
+    return Path(str(files("flotilla.guardrails").joinpath("nemo")))
 
 
 class FlotillaNemoLLM:

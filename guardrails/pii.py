@@ -20,8 +20,8 @@ from presidio_analyzer.predefined_recognizers import EmailRecognizer
 from presidio_anonymizer import AnonymizerEngine
 from presidio_anonymizer.entities import OperatorConfig
 
-from guardrails._timing import Stopwatch
-from guardrails.base import RailPoint, Verdict
+from flotilla.guardrails._timing import Stopwatch
+from flotilla.guardrails.base import RailPoint, Verdict
 
 __all__ = ["PresidioRail", "OfflineEmailRecognizer", "placeholder", "DEFAULT_PII_ENTITIES", "SPACY_MODEL"]
 

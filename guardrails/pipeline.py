@@ -15,11 +15,11 @@ from typing import Any
 
 from opentelemetry import trace
 
-from agents.models.base import ModelClient
-from audit.errors import ConfigError
-from audit.semconv import RAIL_EVENT, WORKFLOW, rail_attributes
-from guardrails.base import GuardrailViolation, Rail, RailPoint, Verdict
-from guardrails.config import RailsConfig, load_rails_config, merge_overrides
+from flotilla.agents.models.base import ModelClient
+from flotilla.audit.errors import ConfigError
+from flotilla.audit.semconv import RAIL_EVENT, WORKFLOW, rail_attributes
+from flotilla.guardrails.base import GuardrailViolation, Rail, RailPoint, Verdict
+from flotilla.guardrails.config import RailsConfig, load_rails_config, merge_overrides
 
 __all__ = ["RailsPipeline", "RailsReport", "EngineFactory", "Guardrails"]
 
@@ -179,28 +179,28 @@ class EngineFactory:
         return self._cache[key]
 
     def _embedder(self):
-        from guardrails.embeddings import LocalEmbedder
+        from flotilla.guardrails.embeddings import LocalEmbedder
 
         return self._shared(("embedder",), LocalEmbedder)
 
     def _classifier(self, cfg: RailsConfig):
-        from guardrails.classifier import InjectionClassifier
+        from flotilla.guardrails.classifier import InjectionClassifier
 
         c = cfg.injection_classifier
         return self._shared(("classifier", c.weights, c.threshold), lambda: InjectionClassifier(self._embedder(), c.weights, c.threshold))
 
     def _yara(self, cfg: RailsConfig):
-        from guardrails.yara_rail import YaraRail
+        from flotilla.guardrails.yara_rail import YaraRail
 
         y = cfg.yara
         key = ("yara", tuple(y.rulesets), y.rules_dir, tuple(y.points), tuple(sorted((k.value, tuple(v)) for k, v in y.point_rulesets.items())))
         return self._shared(key, lambda: YaraRail(rulesets=y.rulesets, rules_dir=y.rules_dir, points=y.points, point_rulesets=y.point_rulesets))
 
     def pipeline(self, cfg: RailsConfig) -> RailsPipeline:
-        from guardrails.classifier import InjectionClassifierRail
-        from guardrails.llama_guard import LlamaGuardRail
-        from guardrails.pii import PresidioRail, build_analyzer
-        from guardrails.tool_screen import ToolResultScreen
+        from flotilla.guardrails.classifier import InjectionClassifierRail
+        from flotilla.guardrails.llama_guard import LlamaGuardRail
+        from flotilla.guardrails.pii import PresidioRail, build_analyzer
+        from flotilla.guardrails.tool_screen import ToolResultScreen
 
         p, t, n, lg = cfg.presidio, cfg.tool_screen, cfg.nemo, cfg.llama_guard
 
@@ -216,7 +216,7 @@ class EngineFactory:
             )
 
         def nemo() -> Rail:
-            from guardrails.nemo_rail import NemoRail
+            from flotilla.guardrails.nemo_rail import NemoRail
 
             if self.model_resolver is None:
                 raise ConfigError("rails.nemo is enabled but no model resolver was given to the rails; "

@@ -13,10 +13,10 @@ import re
 from collections.abc import Sequence
 from typing import Literal
 
-from guardrails._timing import Stopwatch
-from guardrails.base import RailPoint, Verdict
-from guardrails.classifier import InjectionClassifier
-from guardrails.yara_rail import YaraRail
+from flotilla.guardrails._timing import Stopwatch
+from flotilla.guardrails.base import RailPoint, Verdict
+from flotilla.guardrails.classifier import InjectionClassifier
+from flotilla.guardrails.yara_rail import YaraRail
 
 __all__ = ["ToolResultScreen", "INJECTION_HEURISTICS", "QUARANTINE_OPEN", "QUARANTINE_CLOSE"]
 

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import yara
 
-from audit.errors import ConfigError
-from guardrails._timing import Stopwatch
-from guardrails.base import RailPoint, Verdict
+from flotilla.audit.errors import ConfigError
+from flotilla.guardrails._timing import Stopwatch
+from flotilla.guardrails.base import RailPoint, Verdict
 
 __all__ = ["YaraRail", "nemo_yara_dir", "NEMO_YARA_RULESETS"]
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 
-from tools.config import McpServerConfig, StdioServerConfig
+from flotilla.tools.config import McpServerConfig, StdioServerConfig
 
 __all__ = ["bundled_servers"]
 
@@ -16,6 +16,6 @@ __all__ = ["bundled_servers"]
 def bundled_servers() -> dict[str, McpServerConfig]:
     # sys.executable: the servers run in this very environment, wherever it is installed.
     return {
-        "ledger": StdioServerConfig(command=sys.executable, args=["-m", "mcp_servers.ledger"]),
-        "documents": StdioServerConfig(command=sys.executable, args=["-m", "mcp_servers.documents"]),
+        "ledger": StdioServerConfig(command=sys.executable, args=["-m", "flotilla.mcp_servers.ledger"]),
+        "documents": StdioServerConfig(command=sys.executable, args=["-m", "flotilla.mcp_servers.documents"]),
     }

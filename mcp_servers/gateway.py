@@ -32,8 +32,8 @@ from starlette.applications import Starlette
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from audit.errors import ConfigError
-from graphs import RunEvent, WorkflowRunner, WorkflowSpec, list_workflows, load_workflow
+from flotilla.audit.errors import ConfigError
+from flotilla.graphs import RunEvent, WorkflowRunner, WorkflowSpec, list_workflows, load_workflow
 
 __all__ = ["Gateway", "GatewayHttp", "WorkflowToolResult", "check_bind", "RunnerFactory"]
 

@@ -1,3 +1,3 @@
-from runtime.cli import main
+from flotilla.runtime.cli import main
 
 main()

@@ -12,11 +12,11 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 
-from audit.errors import ConfigError, FlotillaError
-from graphs import check_spec, load_workflow
-from graphs.spec import SpecError
-from runtime.console import RunPrinter, print_result
-from runtime.settings import load_settings
+from flotilla.audit.errors import ConfigError, FlotillaError
+from flotilla.graphs import check_spec, load_workflow
+from flotilla.graphs.spec import SpecError
+from flotilla.runtime.console import RunPrinter, print_result
+from flotilla.runtime.settings import load_settings
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -82,7 +82,7 @@ def validate(workflow: Annotated[str, typer.Argument(help="Workflow YAML file or
 
 
 def _rails_engines(spec) -> list[dict]:
-    from guardrails import Guardrails
+    from flotilla.guardrails import Guardrails
 
     rails = Guardrails()
     rails.configure_workflow(spec.name, spec.rails)
@@ -98,7 +98,7 @@ def run(
     confidential: Annotated[bool, typer.Option("--confidential", help="No model call of this run may leave local models.")] = False,
 ) -> None:
     """Run a workflow on an input (or resume a run)."""
-    from runtime.wiring import build_runtime  # imports LangGraph and the model stack
+    from flotilla.runtime.wiring import build_runtime  # imports LangGraph and the model stack
 
     if resume is None and (workflow is None or input is None):
         raise fail("give a WORKFLOW and --input FILE|- (or --resume RUN_ID)")
@@ -151,12 +151,12 @@ def _user() -> str:
 
 
 # Sub-apps (one line each, registered by their owners):
-app.add_typer(__import__("runtime.cli_audit", fromlist=["audit_app"]).audit_app, name="audit")
-app.add_typer(__import__("runtime.cli_tools", fromlist=["tools_app"]).tools_app)
-app.add_typer(__import__("runtime.cli_mcp", fromlist=["mcp_app"]).mcp_app)
-app.add_typer(__import__("runtime.cli_guard", fromlist=["guard_app"]).guard_app)
-app.command("serve")(__import__("runtime.serve", fromlist=["serve"]).serve)
-app.command("serve-model")(__import__("runtime.cli_model", fromlist=["serve_model"]).serve_model)
+app.add_typer(__import__("flotilla.runtime.cli_audit", fromlist=["audit_app"]).audit_app, name="audit")
+app.add_typer(__import__("flotilla.runtime.cli_tools", fromlist=["tools_app"]).tools_app)
+app.add_typer(__import__("flotilla.runtime.cli_mcp", fromlist=["mcp_app"]).mcp_app)
+app.add_typer(__import__("flotilla.runtime.cli_guard", fromlist=["guard_app"]).guard_app)
+app.command("serve")(__import__("flotilla.runtime.serve", fromlist=["serve"]).serve)
+app.command("serve-model")(__import__("flotilla.runtime.cli_model", fromlist=["serve_model"]).serve_model)
 
 
 def main() -> None:

@@ -13,14 +13,14 @@ from rich.console import Console
 from rich.table import Table
 from rich.tree import Tree
 
-from audit.chain import SignedMark
-from audit.errors import FlotillaError
-from audit.export import RunNotFound, check_export, export_html, export_json
-from audit.query import VERDICTS, RunFilter, list_runs
-from audit.retention import prune as prune_all
-from audit.store import AuditStore
-from audit.tree import SpanNode, build_view
-from runtime.settings import load_settings
+from flotilla.audit.chain import SignedMark
+from flotilla.audit.errors import FlotillaError
+from flotilla.audit.export import RunNotFound, check_export, export_html, export_json
+from flotilla.audit.query import VERDICTS, RunFilter, list_runs
+from flotilla.audit.retention import prune as prune_all
+from flotilla.audit.store import AuditStore
+from flotilla.audit.tree import SpanNode, build_view
+from flotilla.runtime.settings import load_settings
 
 __all__ = ["audit_app"]
 

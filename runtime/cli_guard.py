@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from audit.errors import FlotillaError
+from flotilla.audit.errors import FlotillaError
 
 __all__ = ["guard_app"]
 
@@ -26,10 +26,10 @@ def _fail(message: str) -> typer.Exit:
 
 
 def _rails(workflow: str | None):
-    from graphs import load_workflow
-    from guardrails import Guardrails
-    from runtime.settings import load_settings
-    from runtime.wiring import build_registry
+    from flotilla.graphs import load_workflow
+    from flotilla.guardrails import Guardrails
+    from flotilla.runtime.settings import load_settings
+    from flotilla.runtime.wiring import build_registry
 
     registry = build_registry(load_settings())
     rails = Guardrails(model_resolver=lambda alias: registry.resolve(alias).client)
@@ -47,7 +47,7 @@ def check(
     workflow: Annotated[str | None, typer.Option("--workflow", "-w", help="Use this workflow's `rails:` section.")] = None,
 ) -> None:
     """Print a JSON verdict: allowed, the (possibly redacted/quarantined) text, and each engine's verdict."""
-    from guardrails import RailPoint
+    from flotilla.guardrails import RailPoint
 
     if point not in _POINTS:
         raise _fail(f"unknown point {point!r}; use one of: {', '.join(_POINTS)}")

@@ -9,8 +9,8 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from audit.errors import FlotillaError
-from runtime.settings import load_settings
+from flotilla.audit.errors import FlotillaError
+from flotilla.runtime.settings import load_settings
 
 __all__ = ["mcp_app", "TOKEN_ENV"]
 
@@ -27,8 +27,8 @@ def serve_mcp(
     workflow: Annotated[list[str] | None, typer.Option("--workflow", "-w", help="Expose only these workflows.")] = None,
 ) -> None:
     """Every workflow becomes a tool: input text in, the run's output (structured) out."""
-    from mcp_servers.gateway import Gateway, GatewayHttp
-    from runtime.wiring import build_runtime
+    from flotilla.mcp_servers.gateway import Gateway, GatewayHttp
+    from flotilla.runtime.wiring import build_runtime
 
     try:
         settings = load_settings()

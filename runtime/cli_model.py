@@ -7,8 +7,8 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from audit.errors import FlotillaError
-from runtime.settings import load_settings
+from flotilla.audit.errors import FlotillaError
+from flotilla.runtime.settings import load_settings
 
 __all__ = ["serve_model"]
 
@@ -21,8 +21,8 @@ def serve_model(
     err = Console(stderr=True)
     try:
         settings = load_settings()
-        from agents.models.embedded import get_engine  # heavy: torch + weights
-        from agents.models.server import create_model_server, run_model_server
+        from flotilla.agents.models.embedded import get_engine  # heavy: torch + weights
+        from flotilla.agents.models.server import create_model_server, run_model_server
 
         with err.status("loading the embedded model…"):
             engine = get_engine(settings.cache_dir)

@@ -9,9 +9,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from audit.errors import FlotillaError
-from runtime.settings import load_settings
-from tools import PinState, ToolError, ToolHub, open_hub
+from flotilla.audit.errors import FlotillaError
+from flotilla.runtime.settings import load_settings
+from flotilla.tools import PinState, ToolError, ToolHub, open_hub
 
 __all__ = ["tools_app"]
 
@@ -105,7 +105,7 @@ def _record_approval(target: str, approved: list[str]) -> None:
     """A re-approval changes what agents may call: it goes into the audit chain, with who did it."""
     import getpass
 
-    from audit.setup import open_audit_store
+    from flotilla.audit.setup import open_audit_store
 
     settings = load_settings()
     key = settings.audit_hmac_key.get_secret_value() if settings.audit_hmac_key else None

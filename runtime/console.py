@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.panel import Panel
 from rich.syntax import Syntax
 
-from graphs.runner import RunEvent, RunResult
+from flotilla.graphs.runner import RunEvent, RunResult
 
 __all__ = ["RunPrinter", "print_result"]
 

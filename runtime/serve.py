@@ -16,8 +16,8 @@ from fastapi import FastAPI
 from rich.console import Console
 from starlette.routing import Route
 
-from audit.errors import FlotillaError
-from runtime.settings import Settings, load_settings
+from flotilla.audit.errors import FlotillaError
+from flotilla.runtime.settings import Settings, load_settings
 
 __all__ = ["create_app", "serve"]
 
@@ -25,8 +25,8 @@ MCP_TOKEN_ENV = "FLOTILLA_MCP_TOKEN"
 
 
 def create_app(settings: Settings, *, host: str = "127.0.0.1", mcp_token: str | None = None) -> FastAPI:
-    from mcp_servers.gateway import Gateway, GatewayHttp
-    from runtime.wiring import build_runtime
+    from flotilla.mcp_servers.gateway import Gateway, GatewayHttp
+    from flotilla.runtime.wiring import build_runtime
 
     runtime = build_runtime(settings)
     gateway = Gateway(lambda: runtime.runner, initiator="mcp:http")
@@ -48,7 +48,7 @@ def create_app(settings: Settings, *, host: str = "127.0.0.1", mcp_token: str | 
         return {"status": "ok"}
 
     if runtime.audit_store is not None and settings.audit_token is not None:
-        from audit.web.app import create_audit_app
+        from flotilla.audit.web.app import create_audit_app
 
         app.mount("/audit", create_audit_app(runtime.audit_store, settings.audit_token.get_secret_value()))
     app.state.runtime = runtime

@@ -14,11 +14,11 @@ import platformdirs
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, YamlConfigSettingsSource
 
-from agents.models.policy import ModelPrice, PriceTable
-from agents.models.registry import ModelEndpoint
-from audit.errors import ConfigError
-from mcp_servers.bundled import bundled_servers
-from tools.config import McpServerConfig
+from flotilla.agents.models.policy import ModelPrice, PriceTable
+from flotilla.agents.models.registry import ModelEndpoint
+from flotilla.audit.errors import ConfigError
+from flotilla.mcp_servers.bundled import bundled_servers
+from flotilla.tools.config import McpServerConfig
 
 __all__ = ["Settings", "load_settings", "DEFAULT_ALIASES"]
 

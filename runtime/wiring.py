@@ -7,25 +7,25 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 
-from agents.models.base import ModelClient
-from agents.models.openai_compat import OpenAICompatibleClient
-from agents.models.registry import ModelEndpoint, ModelRegistry
-from audit.runs import RunStore
-from audit.exporter import SanitizingExporter
-from audit.sanitize import Sanitizer
-from audit.setup import audit_exporters, open_audit_store
-from audit.store import AuditStore
-from audit.telemetry import JsonLinesSpanExporter, Telemetry
-from graphs.runner import WorkflowRunner
-from guardrails import Guardrails
-from runtime.settings import Settings
-from tools import open_hub
+from flotilla.agents.models.base import ModelClient
+from flotilla.agents.models.openai_compat import OpenAICompatibleClient
+from flotilla.agents.models.registry import ModelEndpoint, ModelRegistry
+from flotilla.audit.runs import RunStore
+from flotilla.audit.exporter import SanitizingExporter
+from flotilla.audit.sanitize import Sanitizer
+from flotilla.audit.setup import audit_exporters, open_audit_store
+from flotilla.audit.store import AuditStore
+from flotilla.audit.telemetry import JsonLinesSpanExporter, Telemetry
+from flotilla.graphs.runner import WorkflowRunner
+from flotilla.guardrails import Guardrails
+from flotilla.runtime.settings import Settings
+from flotilla.tools import open_hub
 
 __all__ = ["Runtime", "build_runtime", "build_registry", "embedded_client", "configured_secrets"]
 
 
 def embedded_client(settings: Settings) -> ModelClient:
-    from agents.models.embedded import EmbeddedClient, get_engine  # heavy: torch + weights
+    from flotilla.agents.models.embedded import EmbeddedClient, get_engine  # heavy: torch + weights
 
     return EmbeddedClient(get_engine(settings.cache_dir), max_tokens=settings.embedded_max_tokens)
 
@@ -83,7 +83,7 @@ def _redactor() -> Callable[[str], str]:
     def redact(text: str) -> str:
         nonlocal rail
         if rail is None:
-            from guardrails.pii import PresidioRail
+            from flotilla.guardrails.pii import PresidioRail
 
             rail = PresidioRail()
         return rail.redact(text)[0]

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from agents.document_triage.schemas import Analysis, Decision, Invoice, Note
+from flotilla.agents.document_triage.schemas import Analysis, Decision, Invoice, Note
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.model
@@ -21,7 +21,7 @@ def run_demo(tmp_path: Path, input_text: str) -> tuple[int, dict]:
     (tmp_path / "input.txt").write_text(input_text)
     env = {**os.environ, "FLOTILLA_DATA_DIR": str(tmp_path / "data"), "HF_HUB_OFFLINE": "1"}
     proc = subprocess.run(
-        [sys.executable, "-m", "runtime", "run", "document_triage", "--input", str(tmp_path / "input.txt"), "--json"],
+        [sys.executable, "-m", "flotilla.runtime", "run", "document_triage", "--input", str(tmp_path / "input.txt"), "--json"],
         capture_output=True, env=env, cwd=ROOT, timeout=1500,
     )
     assert proc.stdout, proc.stderr.decode()[-3000:]

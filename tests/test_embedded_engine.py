@@ -10,8 +10,8 @@ import jsonschema
 import pytest
 import torch
 
-from agents.models.base import ChatRequest, ModelClient, ModelTimeout
-from agents.models.embedded import EmbeddedClient, EmbeddedEngine, InvalidModelRequest, InvalidSchema
+from flotilla.agents.models.base import ChatRequest, ModelClient, ModelTimeout
+from flotilla.agents.models.embedded import EmbeddedClient, EmbeddedEngine, InvalidModelRequest, InvalidSchema
 
 pytestmark = pytest.mark.model
 
@@ -132,7 +132,7 @@ def test_lean_forward_matches_transformers(embedded_engine: EmbeddedEngine) -> N
     from safetensors.torch import load_file
     from transformers import LlamaForCausalLM
 
-    from agents.models._llama import LeanLlama, lean_fp32
+    from flotilla.agents.models._llama import LeanLlama, lean_fp32
 
     path = embedded_engine.cache_path
     reference = LlamaForCausalLM.from_pretrained(path, dtype=torch.float32, local_files_only=True).eval()

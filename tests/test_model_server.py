@@ -14,10 +14,10 @@ import openai
 import pytest
 import uvicorn
 
-from agents.models.base import ChatRequest
-from agents.models.embedded import EmbeddedEngine
-from agents.models.openai_compat import OpenAICompatibleClient
-from agents.models.server import create_model_server
+from flotilla.agents.models.base import ChatRequest
+from flotilla.agents.models.embedded import EmbeddedEngine
+from flotilla.agents.models.openai_compat import OpenAICompatibleClient
+from flotilla.agents.models.server import create_model_server
 
 pytestmark = pytest.mark.model
 

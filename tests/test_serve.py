@@ -9,8 +9,8 @@ from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared._httpx_utils import create_mcp_http_client
 
-from runtime.serve import create_app
-from runtime.settings import load_settings
+from flotilla.runtime.serve import create_app
+from flotilla.runtime.settings import load_settings
 from tests.support.servers import serve_app
 
 RUN_TOKEN, AUDIT_TOKEN = "run-token-for-tests-1234", "audit-token-for-tests-5678"

@@ -14,9 +14,9 @@ from typing import TextIO
 
 from opentelemetry.trace import Tracer
 
-from tools.allowlist import Allowlist
-from tools.config import HttpServerConfig, McpServerConfig, StdioServerConfig
-from tools.errors import (
+from flotilla.tools.allowlist import Allowlist
+from flotilla.tools.config import HttpServerConfig, McpServerConfig, StdioServerConfig
+from flotilla.tools.errors import (
     ToolArgumentsInvalid,
     ToolBlocked,
     ToolConnectionLost,
@@ -27,8 +27,8 @@ from tools.errors import (
     ToolTimeout,
     UnknownTool,
 )
-from tools.hub import ToolHub, ToolInfo, ToolResult, ToolView
-from tools.pins import LOCK_FILE_NAME, PinState, PinStore
+from flotilla.tools.hub import ToolHub, ToolInfo, ToolResult, ToolView
+from flotilla.tools.pins import LOCK_FILE_NAME, PinState, PinStore
 
 __all__ = [
     "open_hub",

@@ -3,7 +3,7 @@
     mcp_servers:
       ledger:                       # stdio: flotilla starts the process
         command: python
-        args: [-m, mcp_servers.ledger]
+        args: [-m, flotilla.mcp_servers.ledger]
       everything:                   # streamable HTTP: flotilla connects
         url: http://127.0.0.1:3001/mcp
         bearer_token_env: EVERYTHING_TOKEN
@@ -22,7 +22,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator
 
-from tools.errors import ToolServerUnavailable
+from flotilla.tools.errors import ToolServerUnavailable
 
 __all__ = ["StdioServerConfig", "HttpServerConfig", "McpServerConfig", "SERVER_NAME_PATTERN"]
 

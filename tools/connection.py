@@ -25,8 +25,8 @@ from mcp.shared._httpx_utils import create_mcp_http_client
 from mcp.shared.exceptions import MCPError
 from mcp_types import CONNECTION_CLOSED, INTERNAL_ERROR, INVALID_REQUEST, REQUEST_TIMEOUT, CallToolResult, Implementation, PaginatedRequestParams, Tool
 
-from tools.config import HttpServerConfig, McpServerConfig, StdioServerConfig
-from tools.errors import ToolConnectionLost, ToolProtocolError, ToolServerUnavailable, ToolTimeout
+from flotilla.tools.config import HttpServerConfig, McpServerConfig, StdioServerConfig
+from flotilla.tools.errors import ToolConnectionLost, ToolProtocolError, ToolServerUnavailable, ToolTimeout
 
 __all__ = ["ServerConnection"]
 

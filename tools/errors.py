@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from audit.errors import FlotillaError
+from flotilla.audit.errors import FlotillaError
 
 __all__ = [
     "ToolError",

@@ -20,12 +20,12 @@ from mcp_types import CallToolResult, TextContent, Tool
 from opentelemetry import trace
 from opentelemetry.trace import Span, StatusCode, Tracer
 
-from tools.allowlist import Allowlist
-from audit.errors import ConfigError
-from tools.config import SERVER_NAME_PATTERN, McpServerConfig
-from tools.connection import ServerConnection
-from tools.errors import ToolArgumentsInvalid, ToolBlocked, ToolError, ToolNotAllowed, UnknownTool
-from tools.pins import PinState, PinStore
+from flotilla.tools.allowlist import Allowlist
+from flotilla.audit.errors import ConfigError
+from flotilla.tools.config import SERVER_NAME_PATTERN, McpServerConfig
+from flotilla.tools.connection import ServerConnection
+from flotilla.tools.errors import ToolArgumentsInvalid, ToolBlocked, ToolError, ToolNotAllowed, UnknownTool
+from flotilla.tools.pins import PinState, PinStore
 
 __all__ = ["ToolHub", "ToolInfo", "ToolResult", "ToolView"]
 

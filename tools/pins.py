@@ -59,7 +59,7 @@ class PinStore:
         try:
             data = json.loads(self.path.read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError) as exc:
-            from audit.errors import ConfigError
+            from flotilla.audit.errors import ConfigError
 
             raise ConfigError(f"cannot read the MCP tool lock file {self.path}: {exc}; fix or delete it") from None
         data.setdefault("servers", {})

@@ -12,7 +12,7 @@ import re
 from datetime import date
 from typing import Any
 
-from agents.document_triage.schemas import Invoice, LineItem
+from flotilla.agents.document_triage.schemas import Invoice, LineItem
 
 __all__ = ["ground_invoice"]
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import date
 from typing import Any
 
-from agents.document_triage.schemas import Decision, Verdict
+from flotilla.agents.document_triage.schemas import Decision, Verdict
 
 __all__ = ["invoice_checks", "enforce_decision_policy"]
 

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 import xgrammar
 
-from agents.models.base import ModelError
+from flotilla.agents.models.base import ModelError
 
 __all__ = ["InvalidModelRequest", "InvalidSchema", "GrammarCache", "Constraint", "JSON_OBJECT"]
 

@@ -19,8 +19,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from agents.models._llama import LlamaShape, Precision, lean_fp32, quantize_int8
-from agents.models.base import ModelUnavailable
+from flotilla.agents.models._llama import LlamaShape, Precision, lean_fp32, quantize_int8
+from flotilla.agents.models.base import ModelUnavailable
 
 __all__ = ["GGUF_PACKAGE", "GGUF_NAME", "LoadedWeights", "find_gguf", "cache_key", "load_weights"]
 
@@ -33,7 +33,7 @@ _HASH_SPAN = 1 << 20  # bytes hashed at each end of the GGUF: cheap, and a chang
 class LoadedWeights:
     shape: LlamaShape
     weights: dict
-    """Tensors in `agents.models._llama`'s layout, for `LeanLlama(shape, weights)`."""
+    """Tensors in `flotilla.agents.models._llama`'s layout, for `LeanLlama(shape, weights)`."""
     tokenizer: object
     """The transformers tokenizer, chat template included."""
     source: str

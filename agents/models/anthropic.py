@@ -14,7 +14,7 @@ from typing import Any
 
 import anthropic
 
-from agents.models.base import ChatRequest, ChatResult, ModelBadResponse, ModelTimeout, ModelUnavailable, retrying
+from flotilla.agents.models.base import ChatRequest, ChatResult, ModelBadResponse, ModelTimeout, ModelUnavailable, retrying
 
 __all__ = ["AnthropicClient"]
 

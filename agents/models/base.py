@@ -12,7 +12,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential
 
-from audit.errors import FlotillaError
+from flotilla.audit.errors import FlotillaError
 
 __all__ = [
     "ChatRequest",

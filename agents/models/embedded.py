@@ -8,7 +8,7 @@ deadline and a cancel flag, checked between prefill chunks and decode steps, so 
 that timed out stops using the engine within one token.
 
     engine = get_engine(settings.cache_dir)          # first call loads (~20 s cold, < 2 s warm)
-    client = EmbeddedClient(engine, max_tokens=384)  # agents.models.base.ModelClient
+    client = EmbeddedClient(engine, max_tokens=384)  # flotilla.agents.models.base.ModelClient
     result = await client.complete(ChatRequest(messages=[...], json_schema={...}, timeout_s=30))
 """
 
@@ -24,10 +24,10 @@ from typing import Any
 
 import torch
 
-from agents.models._grammar import JSON_OBJECT, GrammarCache, InvalidModelRequest, InvalidSchema
-from agents.models._llama import LeanLlama, Precision
-from agents.models._weights import find_gguf, load_weights
-from agents.models.base import ChatRequest, ChatResult, ModelTimeout
+from flotilla.agents.models._grammar import JSON_OBJECT, GrammarCache, InvalidModelRequest, InvalidSchema
+from flotilla.agents.models._llama import LeanLlama, Precision
+from flotilla.agents.models._weights import find_gguf, load_weights
+from flotilla.agents.models.base import ChatRequest, ChatResult, ModelTimeout
 
 __all__ = [
     "MODEL_NAME",

@@ -26,7 +26,7 @@ from typing import Any, Literal
 from opentelemetry import trace
 from pydantic import BaseModel, ConfigDict, Field
 
-from agents.models.base import ChatRequest, ChatResult, ModelClient, ModelError
+from flotilla.agents.models.base import ChatRequest, ChatResult, ModelClient, ModelError
 
 __all__ = [
     "ModelPrice",

@@ -13,9 +13,9 @@ from typing import Callable, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from agents.models.base import ModelClient
-from agents.models.policy import GuardedClient, PriceTable
-from audit.errors import ConfigError
+from flotilla.agents.models.base import ModelClient
+from flotilla.agents.models.policy import GuardedClient, PriceTable
+from flotilla.audit.errors import ConfigError
 
 __all__ = ["ModelEndpoint", "Binding", "ModelRegistry", "EMBEDDED_ALIAS"]
 
@@ -61,7 +61,7 @@ class ModelRegistry:
     """Resolves aliases to shared clients; one client per alias, one embedded engine.
 
     Every client is wrapped in a `GuardedClient`, so the current run's sensitivity policy,
-    budgets and cost accounting (agents.models.policy) apply to every model call.
+    budgets and cost accounting (flotilla.agents.models.policy) apply to every model call.
     """
 
     def __init__(
@@ -111,7 +111,7 @@ class ModelRegistry:
 
 
 def _anthropic_client(endpoint: ModelEndpoint, api_key: str | None) -> ModelClient:
-    from agents.models.anthropic import AnthropicClient  # the SDK loads only when an alias uses it
+    from flotilla.agents.models.anthropic import AnthropicClient  # the SDK loads only when an alias uses it
 
     assert endpoint.model, "validated by ModelEndpoint.configured"
     return AnthropicClient(

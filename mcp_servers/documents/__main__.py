@@ -1,15 +1,15 @@
-"""`python -m mcp_servers.documents [--root DIR]`: serve a folder of documents over stdio."""
+"""`python -m flotilla.mcp_servers.documents [--root DIR]`: serve a folder of documents over stdio."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
-from mcp_servers.documents.server import DEFAULT_ROOT, build_server
+from flotilla.mcp_servers.documents.server import DEFAULT_ROOT, build_server
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m mcp_servers.documents", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m flotilla.mcp_servers.documents", description=__doc__)
     parser.add_argument("--root", type=Path, default=DEFAULT_ROOT, help="folder of .md/.txt documents (default: the bundled corpus)")
     build_server(parser.parse_args().root).run("stdio")
 

@@ -1,6 +1,6 @@
-"""The bundled `ledger` MCP server (run it: `python -m mcp_servers.ledger [--db PATH]`)."""
+"""The bundled `ledger` MCP server (run it: `python -m flotilla.mcp_servers.ledger [--db PATH]`)."""
 
-from mcp_servers.ledger.db import build_database
-from mcp_servers.ledger.server import build_server
+from flotilla.mcp_servers.ledger.db import build_database
+from flotilla.mcp_servers.ledger.server import build_server
 
 __all__ = ["build_server", "build_database"]

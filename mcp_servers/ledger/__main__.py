@@ -1,4 +1,4 @@
-"""`python -m mcp_servers.ledger [--db PATH] [--rebuild]`: serve the ledger over stdio.
+"""`python -m flotilla.mcp_servers.ledger [--db PATH] [--rebuild]`: serve the ledger over stdio.
 
 Without --db the seed data is loaded into a private database in a temp directory, so the
 server never writes into the repository.
@@ -10,12 +10,12 @@ import argparse
 import tempfile
 from pathlib import Path
 
-from mcp_servers.ledger.db import build_database
-from mcp_servers.ledger.server import build_server
+from flotilla.mcp_servers.ledger.db import build_database
+from flotilla.mcp_servers.ledger.server import build_server
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m mcp_servers.ledger", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m flotilla.mcp_servers.ledger", description=__doc__)
     parser.add_argument("--db", type=Path, help="SQLite file (built from the seed data if missing)")
     parser.add_argument("--rebuild", action="store_true", help="rebuild --db from the seed data first")
     args = parser.parse_args()

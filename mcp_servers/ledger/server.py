@@ -14,7 +14,7 @@ from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp_types import ToolAnnotations
 
-from mcp_servers.ledger.db import connect_read_only
+from flotilla.mcp_servers.ledger.db import connect_read_only
 
 __all__ = ["build_server"]
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from audit.store import AuditStore
+from flotilla.audit.store import AuditStore
 from tests.audit.pg import PostgresUnavailable, new_database, throwaway_postgres
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")

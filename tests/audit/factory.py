@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter
 from opentelemetry.trace import Status, StatusCode, Tracer, set_span_in_context
 
-from audit import semconv as sc
-from audit.telemetry import Telemetry
+from flotilla.audit import semconv as sc
+from flotilla.audit.telemetry import Telemetry
 
 MS = 1_000_000
 

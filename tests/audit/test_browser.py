@@ -13,8 +13,8 @@ import uvicorn
 from fastapi import FastAPI
 from playwright.sync_api import Page, expect, sync_playwright
 
-from audit.store import AuditStore
-from audit.web import create_audit_app
+from flotilla.audit.store import AuditStore
+from flotilla.audit.web import create_audit_app
 from tests.audit.web_fixtures import TOKEN, fill
 
 CHROMIUM = os.environ.get("FLOTILLA_CHROMIUM", "/usr/bin/chromium")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from audit.chain import GENESIS, ChainRecord, SignedMark, canonical_json, record_hash, sign_mark, verify_chain
+from flotilla.audit.chain import GENESIS, ChainRecord, SignedMark, canonical_json, record_hash, sign_mark, verify_chain
 
 KEY = b"property-test-key"
 

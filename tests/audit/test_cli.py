@@ -13,9 +13,9 @@ from langgraph.checkpoint.base import empty_checkpoint
 from langgraph.checkpoint.sqlite import SqliteSaver
 from typer.testing import CliRunner
 
-from audit.exporter import AuditSpanExporter
-from audit.store import AuditStore
-from runtime.cli_audit import audit_app
+from flotilla.audit.exporter import AuditSpanExporter
+from flotilla.audit.store import AuditStore
+from flotilla.runtime.cli_audit import audit_app
 from tests.audit.factory import RunSpec, emit_run, sync_telemetry
 
 KEY = "cli-test-hmac-key"

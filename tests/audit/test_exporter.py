@@ -9,12 +9,12 @@ import pytest
 import sqlalchemy as sa
 from opentelemetry.trace import Status, StatusCode
 
-from audit import semconv as sc
-from audit.exporter import AuditSpanExporter
-from audit.sanitize import ContentPolicy, Sanitizer
-from audit.setup import audit_exporters
-from audit.store import AuditStore
-from audit.telemetry import Telemetry
+from flotilla.audit import semconv as sc
+from flotilla.audit.exporter import AuditSpanExporter
+from flotilla.audit.sanitize import ContentPolicy, Sanitizer
+from flotilla.audit.setup import audit_exporters
+from flotilla.audit.store import AuditStore
+from flotilla.audit.telemetry import Telemetry
 from tests.audit.factory import PII_PROMPT, RunSpec, emit_run, sync_telemetry
 from tests.audit.otlp_receiver import OtlpReceiver, attrs_of
 
@@ -75,7 +75,7 @@ def test_every_span_names_its_run(sqlite_store: AuditStore) -> None:
 
 
 def test_bad_policy_is_a_config_error() -> None:
-    from audit.errors import ConfigError
+    from flotilla.audit.errors import ConfigError
 
     with pytest.raises(ConfigError, match="off, redacted, full"):
         Sanitizer("everything")

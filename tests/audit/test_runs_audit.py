@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from audit.runs import RunStore
-from audit.store import AuditStore
+from flotilla.audit.runs import RunStore
+from flotilla.audit.store import AuditStore
 from tests.audit.factory import FAKE_KEY_FOR_RUNS
 
 

@@ -10,12 +10,12 @@ import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
-from audit.chain import record_hash
-from audit.exporter import AuditSpanExporter
-from audit.query import RunFilter, list_runs
-from audit.sanitize import Sanitizer
-from audit.schema import VERSION_TABLE, metadata
-from audit.store import AuditStore, NewRecord
+from flotilla.audit.chain import record_hash
+from flotilla.audit.exporter import AuditSpanExporter
+from flotilla.audit.query import RunFilter, list_runs
+from flotilla.audit.sanitize import Sanitizer
+from flotilla.audit.schema import VERSION_TABLE, metadata
+from flotilla.audit.store import AuditStore, NewRecord
 from tests.audit.conftest import HMAC_KEY
 from tests.audit.factory import RunSpec, emit_run, sync_telemetry
 
@@ -208,8 +208,8 @@ def test_migrations_create_exactly_the_schema(store: AuditStore) -> None:
 
 
 def test_an_older_schema_is_upgraded_in_place(store_url: str) -> None:
-    from audit import migrate
-    from audit.store import _engine
+    from flotilla.audit import migrate
+    from flotilla.audit.store import _engine
 
     engine = _engine(store_url)
     migrate.upgrade(engine, "0001")

@@ -7,9 +7,9 @@ import sqlalchemy as sa
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from audit.errors import ConfigError
-from audit.store import AuditStore
-from audit.web import create_audit_app
+from flotilla.audit.errors import ConfigError
+from flotilla.audit.store import AuditStore
+from flotilla.audit.web import create_audit_app
 from tests.audit.web_fixtures import TOKEN, fill
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -96,7 +96,7 @@ def test_refuses_to_start_without_a_token(sqlite_store: AuditStore) -> None:
 
 
 def test_chain_status_stays_current_as_records_arrive(sqlite_store: AuditStore) -> None:
-    from audit.store import NewRecord
+    from flotilla.audit.store import NewRecord
 
     fill(sqlite_store)
     app = FastAPI()

@@ -5,9 +5,9 @@ from __future__ import annotations
 import re
 import time
 
-from audit.exporter import AuditSpanExporter
-from audit.sanitize import Sanitizer
-from audit.store import AuditStore
+from flotilla.audit.exporter import AuditSpanExporter
+from flotilla.audit.sanitize import Sanitizer
+from flotilla.audit.store import AuditStore
 from tests.audit.factory import RunSpec, emit_run, sync_telemetry
 
 TOKEN = "compliance-officer-token-for-tests"

@@ -6,12 +6,12 @@ from typing import Any
 
 import pytest
 
-from agents.models.base import ModelClient
-from agents.models.registry import ModelEndpoint, ModelRegistry
-from agents.models.testing import FunctionModel
-from audit.runs import RunStore
-from audit.telemetry import JsonLinesSpanExporter, Telemetry
-from graphs import WorkflowRunner
+from flotilla.agents.models.base import ModelClient
+from flotilla.agents.models.registry import ModelEndpoint, ModelRegistry
+from flotilla.agents.models.testing import FunctionModel
+from flotilla.audit.runs import RunStore
+from flotilla.audit.telemetry import JsonLinesSpanExporter, Telemetry
+from flotilla.graphs import WorkflowRunner
 from tests.support.triage import TRIAGE_ANSWERS
 
 ALIASES = ("specialist-extract", "specialist-analyze", "specialist-decide", "specialist-write")

@@ -30,7 +30,7 @@ def flotilla(tmp: Path, *args: str, stdin: bytes | None = None, url: str | None 
     if config.exists():
         env["FLOTILLA_CONFIG"] = str(config)
     return subprocess.run(
-        [sys.executable, "-m", "runtime", *args], input=stdin, capture_output=True, env=env, cwd=tmp, timeout=120
+        [sys.executable, "-m", "flotilla.runtime", *args], input=stdin, capture_output=True, env=env, cwd=tmp, timeout=120
     )
 
 
@@ -118,7 +118,7 @@ def test_blocked_input_has_its_own_exit_code_and_the_run_is_kept(tmp_path: Path,
     assert result["status"] == "blocked" and result["error"]["type"] == "GuardrailViolation"
     assert result["error"]["point"] == "input" and result["steps"] == []
     assert server.requests == []  # no model ever saw it
-    from audit.runs import RunStore
+    from flotilla.audit.runs import RunStore
 
     record = RunStore(f"sqlite:///{tmp_path / 'data' / 'runs.sqlite'}").get_run(result["run_id"])
     assert record.status == "blocked" and record.input == attack.decode()

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from agents.document_triage.grounding import ground_invoice
-from agents.document_triage.schemas import Invoice
+from flotilla.agents.document_triage.grounding import ground_invoice
+from flotilla.agents.document_triage.schemas import Invoice
 
 from .conftest import TRIAGE_ANSWERS
 

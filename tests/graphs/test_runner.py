@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from agents.models.base import ChatRequest, ModelUnavailable
-from agents.models.testing import FunctionModel
-from graphs import load_workflow
-from graphs.python_example import build_triage_graph
+from flotilla.agents.models.base import ChatRequest, ModelUnavailable
+from flotilla.agents.models.testing import FunctionModel
+from flotilla.graphs import load_workflow
+from flotilla.graphs.python_example import build_triage_graph
 
 from .conftest import TRIAGE_ANSWERS, canned
 
@@ -132,8 +132,8 @@ async def test_switch_edges_route_on_an_output_field(harness, tmp_path: Path) ->
         f"""
 name: route
 agents:
-  decide: {{role: d, instructions: {PROMPTS / 'decide.md'}, output_schema: agents.document_triage.schemas:Decision}}
-  write: {{role: w, instructions: {PROMPTS / 'write.md'}, output_schema: agents.document_triage.schemas:Note}}
+  decide: {{role: d, instructions: {PROMPTS / 'decide.md'}, output_schema: flotilla.agents.document_triage.schemas:Decision}}
+  write: {{role: w, instructions: {PROMPTS / 'write.md'}, output_schema: flotilla.agents.document_triage.schemas:Note}}
 edges:
   - {{from: decide, switch: decide.decision, cases: {{reject: END}}, default: write}}
 """

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from graphs import check_spec, list_workflows, load_workflow
-from graphs.spec import SpecError, parse_spec
-from runtime.cli import EXIT_INVALID, app
+from flotilla.graphs import check_spec, list_workflows, load_workflow
+from flotilla.graphs.spec import SpecError, parse_spec
+from flotilla.runtime.cli import EXIT_INVALID, app
 
 ALIASES = {"embedded", "specialist-extract"}
 PROMPTS = Path(__file__).resolve().parents[2] / "agents" / "document_triage"
@@ -20,12 +20,12 @@ agents:
   extract:
     role: reads
     instructions: {PROMPTS / 'extract.md'}
-    output_schema: agents.document_triage.schemas:Invoice
+    output_schema: flotilla.agents.document_triage.schemas:Invoice
     model: specialist-extract
   decide:
     role: decides
     instructions: {PROMPTS / 'decide.md'}
-    output_schema: agents.document_triage.schemas:Decision
+    output_schema: flotilla.agents.document_triage.schemas:Decision
 edges:
   - {{from: extract, to: decide}}
 """
@@ -92,20 +92,20 @@ def test_unreachable_agent(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("ref", "expected"),
     [
-        ("agents.document_triage.schemas:Nope", "has no attribute 'Nope'"),
+        ("flotilla.agents.document_triage.schemas:Nope", "has no attribute 'Nope'"),
         ("no_such_module:Model", "cannot import module 'no_such_module'"),
-        ("agents.document_triage.rules:invoice_checks", "is not a pydantic model class"),
+        ("flotilla.agents.document_triage.rules:invoice_checks", "is not a pydantic model class"),
         ("schema.json", "does not exist"),
     ],
 )
 def test_schema_that_does_not_resolve(tmp_path: Path, ref: str, expected: str) -> None:
-    [problem] = problems_of(GOOD.replace("agents.document_triage.schemas:Decision", ref), tmp_path)
+    [problem] = problems_of(GOOD.replace("flotilla.agents.document_triage.schemas:Decision", ref), tmp_path)
     assert "wf.yaml:11" in problem and "output_schema does not resolve" in problem and expected in problem
 
 
 def test_json_schema_file_resolves(tmp_path: Path) -> None:
     (tmp_path / "schema.json").write_text('{"type": "object", "properties": {"ok": {"type": "boolean"}}, "required": ["ok"]}')
-    assert problems_of(GOOD.replace("agents.document_triage.schemas:Decision", "schema.json"), tmp_path) == []
+    assert problems_of(GOOD.replace("flotilla.agents.document_triage.schemas:Decision", "schema.json"), tmp_path) == []
 
 
 def test_unknown_model_alias(tmp_path: Path) -> None:

@@ -6,11 +6,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from agents.models.base import ChatRequest
-from agents.models.testing import FunctionModel
-from graphs import load_workflow
+from flotilla.agents.models.base import ChatRequest
+from flotilla.agents.models.testing import FunctionModel
+from flotilla.graphs import load_workflow
 from tests.mcp.helpers import ledger_config, npm_bin
-from tools import StdioServerConfig, open_hub
+from flotilla.tools import StdioServerConfig, open_hub
 
 from .conftest import TRIAGE_ANSWERS
 
@@ -41,7 +41,7 @@ agents:
   decide:
     role: decides from the purchase order on file
     instructions: {PROMPTS / 'decide.md'}
-    output_schema: agents.document_triage.schemas:Decision
+    output_schema: flotilla.agents.document_triage.schemas:Decision
     tools: ["fs.read_text_file", "fs.list_directory"]
 """
     )

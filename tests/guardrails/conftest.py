@@ -13,27 +13,27 @@ import pytest  # noqa: E402
 
 @pytest.fixture(scope="session")
 def presidio_rail():
-    from guardrails.pii import PresidioRail
+    from flotilla.guardrails.pii import PresidioRail
 
     return PresidioRail()
 
 
 @pytest.fixture(scope="session")
 def embedder():
-    from guardrails.embeddings import LocalEmbedder
+    from flotilla.guardrails.embeddings import LocalEmbedder
 
     return LocalEmbedder()
 
 
 @pytest.fixture(scope="session")
 def injection_classifier(embedder):
-    from guardrails.classifier import InjectionClassifier
+    from flotilla.guardrails.classifier import InjectionClassifier
 
     return InjectionClassifier(embedder)
 
 
 @pytest.fixture(scope="session")
 def engine_factory(embedder, presidio_rail):
-    from guardrails.pipeline import EngineFactory
+    from flotilla.guardrails.pipeline import EngineFactory
 
     return EngineFactory(embedder=embedder, analyzer=presidio_rail._analyzer)

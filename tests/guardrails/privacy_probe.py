@@ -63,9 +63,9 @@ def main(workdir: str) -> int:
     import asyncio
     from pathlib import Path
 
-    from agents.models.base import ChatRequest
-    from agents.models.testing import FunctionModel
-    from guardrails import Guardrails, GuardrailViolation, RailPoint
+    from flotilla.agents.models.base import ChatRequest
+    from flotilla.agents.models.testing import FunctionModel
+    from flotilla.guardrails import Guardrails, GuardrailViolation, RailPoint
     from tests.guardrails.tiny_llama_guard import build_tiny_llama_guard
 
     weights = build_tiny_llama_guard(Path(workdir) / "llama-guard")

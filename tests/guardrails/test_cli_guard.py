@@ -2,7 +2,7 @@ import json
 
 from typer.testing import CliRunner
 
-from runtime.cli import app
+from flotilla.runtime.cli import app
 
 
 def test_guard_check_prints_json_verdict_and_exits_blocked() -> None:

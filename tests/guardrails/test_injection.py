@@ -2,9 +2,9 @@
 
 import pytest
 
-from guardrails.base import RailPoint
-from guardrails.classifier import InjectionClassifierRail
-from guardrails.yara_rail import YaraRail
+from flotilla.guardrails.base import RailPoint
+from flotilla.guardrails.classifier import InjectionClassifierRail
+from flotilla.guardrails.yara_rail import YaraRail
 
 
 @pytest.fixture(scope="module")

@@ -1,8 +1,8 @@
 import pytest
 
-from audit.errors import ConfigError
-from guardrails.base import RailPoint
-from guardrails.llama_guard import HAZARD_CATEGORIES, LlamaGuardRail, build_prompt, parse_output
+from flotilla.audit.errors import ConfigError
+from flotilla.guardrails.base import RailPoint
+from flotilla.guardrails.llama_guard import HAZARD_CATEGORIES, LlamaGuardRail, build_prompt, parse_output
 
 from .tiny_llama_guard import build_tiny_llama_guard
 

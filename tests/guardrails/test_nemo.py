@@ -3,10 +3,10 @@ deterministic model double (the verdict logic is NeMo's; the model's judgement i
 
 import pytest
 
-from agents.models.base import ChatRequest
-from agents.models.testing import FunctionModel
-from guardrails.base import RailPoint
-from guardrails.nemo_rail import NemoRail
+from flotilla.agents.models.base import ChatRequest
+from flotilla.agents.models.testing import FunctionModel
+from flotilla.guardrails.base import RailPoint
+from flotilla.guardrails.nemo_rail import NemoRail
 
 
 def _judge(request: ChatRequest) -> str:

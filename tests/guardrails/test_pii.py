@@ -1,5 +1,5 @@
-from guardrails.base import RailPoint
-from guardrails.pii import PresidioRail
+from flotilla.guardrails.base import RailPoint
+from flotilla.guardrails.pii import PresidioRail
 
 
 def test_redacts_obvious_pii(presidio_rail: PresidioRail) -> None:

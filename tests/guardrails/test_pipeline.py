@@ -6,8 +6,8 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from audit.errors import ConfigError, FlotillaError
-from guardrails import Guardrails, GuardrailViolation, RailPoint
+from flotilla.audit.errors import ConfigError, FlotillaError
+from flotilla.guardrails import Guardrails, GuardrailViolation, RailPoint
 
 INVOICE = (Path(__file__).resolve().parents[2] / "graphs" / "samples" / "invoice.txt").read_text()
 

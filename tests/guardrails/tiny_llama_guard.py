@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from guardrails.llama_guard import HAZARD_CATEGORIES, build_prompt
+from flotilla.guardrails.llama_guard import HAZARD_CATEGORIES, build_prompt
 
 SPECIAL = ["<unk>", "<pad>", "<|begin_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"]
 

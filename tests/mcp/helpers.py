@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tools import StdioServerConfig
+from flotilla.tools import StdioServerConfig
 
 REPO = Path(__file__).resolve().parents[2]
 NPM_BIN = REPO / "mcp_servers" / "npm" / "node_modules" / ".bin"
@@ -26,11 +26,11 @@ def npm_bin(name: str) -> Path:
 
 
 def ledger_config(**overrides: object) -> StdioServerConfig:
-    return StdioServerConfig(command=sys.executable, args=["-m", "mcp_servers.ledger"], cwd=REPO, **overrides)
+    return StdioServerConfig(command=sys.executable, args=["-m", "flotilla.mcp_servers.ledger"], cwd=REPO, **overrides)
 
 
 def documents_config() -> StdioServerConfig:
-    return StdioServerConfig(command=sys.executable, args=["-m", "mcp_servers.documents"], cwd=REPO)
+    return StdioServerConfig(command=sys.executable, args=["-m", "flotilla.mcp_servers.documents"], cwd=REPO)
 
 
 def fault_config(tmp_path: Path, description: str = "Echo the text back.", **overrides: object) -> StdioServerConfig:
@@ -96,11 +96,11 @@ def canned_reply(schema_name: str, json_schema: dict | None) -> str:
 
 def triage_runner(tmp: Path, respond=None):
     """A real WorkflowRunner whose every model alias is an instant canned FunctionModel."""
-    from agents.models.registry import ModelEndpoint, ModelRegistry
-    from agents.models.testing import FunctionModel
-    from audit.runs import RunStore
-    from audit.telemetry import Telemetry
-    from graphs import WorkflowRunner
+    from flotilla.agents.models.registry import ModelEndpoint, ModelRegistry
+    from flotilla.agents.models.testing import FunctionModel
+    from flotilla.audit.runs import RunStore
+    from flotilla.audit.telemetry import Telemetry
+    from flotilla.graphs import WorkflowRunner
 
     model = FunctionModel(respond or (lambda request: canned_reply(request.schema_name, request.json_schema)))
     aliases = ("specialist-extract", "specialist-analyze", "specialist-decide", "specialist-write")

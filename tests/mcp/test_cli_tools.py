@@ -8,7 +8,7 @@ from pathlib import Path
 import yaml
 from typer.testing import CliRunner
 
-from runtime.cli import app
+from flotilla.runtime.cli import app
 from tests.mcp.helpers import FAULT_SERVER, REPO
 
 

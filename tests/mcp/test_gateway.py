@@ -15,8 +15,8 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.shared._httpx_utils import create_mcp_http_client
 from mcp.shared.exceptions import MCPError
 
-from audit.errors import ConfigError
-from mcp_servers.gateway import Gateway, GatewayHttp, check_bind
+from flotilla.audit.errors import ConfigError
+from flotilla.mcp_servers.gateway import Gateway, GatewayHttp, check_bind
 from tests.mcp.helpers import ServedApp, canned_reply, triage_runner
 
 TOKEN = "gw-test-token-5f1c9e"
@@ -111,14 +111,14 @@ async def test_cancelled_call_stops_the_run(tmp_path: Path) -> None:
 
     runs = runners[0].runs
     with runs.engine.connect() as conn:
-        from audit.runs import runs as table
+        from flotilla.audit.runs import runs as table
 
         rows = conn.execute(table.select()).mappings().all()
     assert len(rows) == 1 and rows[0]["status"] == "failed" and '"cancelled"' in rows[0]["error"]
 
 
 def _finished(runners) -> bool:
-    from audit.runs import runs as table
+    from flotilla.audit.runs import runs as table
 
     if not runners:
         return False

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.mcp.helpers import fault_config, ledger_config
-from tools import ToolConnectionLost, ToolTimeout, open_hub
+from flotilla.tools import ToolConnectionLost, ToolTimeout, open_hub
 
 
 async def test_concurrent_calls_share_one_session_and_failures_stay_isolated(tmp_path: Path, lock_file: Path) -> None:
@@ -34,12 +34,12 @@ async def test_killed_server_is_restarted_on_next_call(lock_file: Path) -> None:
         first = await hub.call("ledger.find_vendor", {"name": "northwind office"})
         assert first.structured["vendors"][0]["vendor_id"] == "V-1001"
         conn = hub.connection("ledger")
-        pid = _server_pid("mcp_servers.ledger")
+        pid = _server_pid("flotilla.mcp_servers.ledger")
         os.kill(pid, signal.SIGKILL)
         await _until(lambda: not conn.connected)
         again = await hub.call("ledger.get_purchase_order", {"po_number": "PO-7781"})
         assert again.structured["net_total"] == 2279
-        assert conn.generation == 2 and _server_pid("mcp_servers.ledger") != pid
+        assert conn.generation == 2 and _server_pid("flotilla.mcp_servers.ledger") != pid
 
 
 async def test_in_flight_loss_retries_only_safe_tools(tmp_path: Path, lock_file: Path) -> None:

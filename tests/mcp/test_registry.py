@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from agents.models.testing import FunctionModel
-from agents.tool_loop import run_tool_loop
+from flotilla.agents.models.testing import FunctionModel
+from flotilla.agents.tool_loop import run_tool_loop
 from tests.mcp.helpers import documents_config, fault_config, ledger_config
-from tools import (
+from flotilla.tools import (
     Allowlist,
     PinState,
     StdioServerConfig,

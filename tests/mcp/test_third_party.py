@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from agents.models.base import ChatRequest
-from agents.models.testing import FunctionModel
-from agents.tool_loop import run_tool_loop
+from flotilla.agents.models.base import ChatRequest
+from flotilla.agents.models.testing import FunctionModel
+from flotilla.agents.tool_loop import run_tool_loop
 from tests.mcp.helpers import free_port, npm_bin, start_everything_http, stop
-from tools import HttpServerConfig, StdioServerConfig, ToolConnectionLost, ToolServerUnavailable, open_hub
+from flotilla.tools import HttpServerConfig, StdioServerConfig, ToolConnectionLost, ToolServerUnavailable, open_hub
 
 
 @pytest.fixture

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from agents.models.base import ChatRequest
-from agents.models.testing import FunctionModel
-from agents.tool_loop import ToolLoopExhausted, action_schema, run_tool_loop
+from flotilla.agents.models.base import ChatRequest
+from flotilla.agents.models.testing import FunctionModel
+from flotilla.agents.tool_loop import ToolLoopExhausted, action_schema, run_tool_loop
 from tests.mcp.helpers import fault_config, ledger_config
-from tools import open_hub
+from flotilla.tools import open_hub
 
 OUTPUT = {
     "type": "object",
@@ -109,7 +109,7 @@ def test_action_schema_hoists_definitions_so_refs_resolve() -> None:
 
 
 async def test_http_model_uses_native_openai_tool_calling(lock_file: Path) -> None:
-    from agents.models.openai_compat import OpenAICompatibleClient
+    from flotilla.agents.models.openai_compat import OpenAICompatibleClient
     from tests.mcp.servers.tool_calling_openai import ScriptedToolCaller, final, tool_call
     from tests.support.servers import serve_app
 

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 from jsonschema import validators
 
-from agents.tool_loop import action_schema, run_tool_loop
+from flotilla.agents.tool_loop import action_schema, run_tool_loop
 from tests.mcp.helpers import ledger_config
-from tools import open_hub
+from flotilla.tools import open_hub
 
 pytestmark = pytest.mark.model
 
@@ -31,8 +31,8 @@ MESSAGES = [
 
 @pytest.fixture(scope="session")
 def embedded_client():
-    from agents.models.embedded import EmbeddedClient, get_engine
-    from runtime.settings import Settings
+    from flotilla.agents.models.embedded import EmbeddedClient, get_engine
+    from flotilla.runtime.settings import Settings
 
     return EmbeddedClient(get_engine(Settings().cache_dir), max_tokens=160)
 

@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from agents.models.base import ChatRequest, ModelBadResponse, ModelTimeout, ModelUnavailable
-from agents.models.openai_compat import OpenAICompatibleClient
+from flotilla.agents.models.base import ChatRequest, ModelBadResponse, ModelTimeout, ModelUnavailable
+from flotilla.agents.models.openai_compat import OpenAICompatibleClient
 from tests.support.scripted_openai import Reply, ScriptedOpenAI
 from tests.support.servers import free_port, serve_app
 

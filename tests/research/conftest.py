@@ -15,19 +15,19 @@ from typing import Any
 
 import pytest
 
-from agents.models.base import ChatRequest, ModelBadResponse, ModelClient
-from agents.models.openai_compat import OpenAICompatibleClient
-from agents.models.policy import ModelPrice, PriceTable
-from agents.models.registry import ModelEndpoint, ModelRegistry
-from agents.models.testing import FunctionModel
-from audit.runs import RunStore
-from audit.telemetry import JsonLinesSpanExporter, Telemetry
-from graphs import WorkflowRunner, load_workflow
-from graphs.spec import WorkflowSpec
-from mcp_servers.bundled import bundled_servers
+from flotilla.agents.models.base import ChatRequest, ModelBadResponse, ModelClient
+from flotilla.agents.models.openai_compat import OpenAICompatibleClient
+from flotilla.agents.models.policy import ModelPrice, PriceTable
+from flotilla.agents.models.registry import ModelEndpoint, ModelRegistry
+from flotilla.agents.models.testing import FunctionModel
+from flotilla.audit.runs import RunStore
+from flotilla.audit.telemetry import JsonLinesSpanExporter, Telemetry
+from flotilla.graphs import WorkflowRunner, load_workflow
+from flotilla.graphs.spec import WorkflowSpec
+from flotilla.mcp_servers.bundled import bundled_servers
 from tests.support.scripted_openai import Reply, ScriptedOpenAI, schema_name
 from tests.support.servers import serve_app
-from tools import open_hub
+from flotilla.tools import open_hub
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 

@@ -9,10 +9,10 @@ import pytest
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from agents.models.base import ChatRequest, ModelUnavailable
-from agents.models.policy import RemoteModelRefused, RunPolicy, run_scope
-from agents.models.registry import ModelEndpoint, ModelRegistry
-from agents.models.testing import FunctionModel
+from flotilla.agents.models.base import ChatRequest, ModelUnavailable
+from flotilla.agents.models.policy import RemoteModelRefused, RunPolicy, run_scope
+from flotilla.agents.models.registry import ModelEndpoint, ModelRegistry
+from flotilla.agents.models.testing import FunctionModel
 from tests.support.servers import serve_app
 
 

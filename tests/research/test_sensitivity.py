@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from graphs import load_workflow
-from guardrails import Guardrails
+from flotilla.graphs import load_workflow
+from flotilla.guardrails import Guardrails
 
 from .conftest import variant
 
