@@ -5,8 +5,8 @@ Names are loaded lazily: every package imports `flotilla.audit.errors`, and that
 
 from __future__ import annotations
 
-from importlib import import_module
-from typing import Any
+from flotilla.audit.lazy import lazy_exports
+
 
 __all__ = [
     "AuditStore",
@@ -39,7 +39,4 @@ _WHERE = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    if name in _WHERE:
-        return getattr(import_module(_WHERE[name]), name)
-    raise AttributeError(f"module 'audit' has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, _WHERE)

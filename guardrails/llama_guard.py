@@ -15,9 +15,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from flotilla.agents.models.quiet import quiet_model_libraries
 from flotilla.audit.errors import ConfigError
 from flotilla.guardrails._timing import Stopwatch
 from flotilla.guardrails.base import RailPoint, Verdict
+from flotilla.guardrails.extras import require
 
 __all__ = [
     "HAZARD_CATEGORIES",
@@ -95,6 +97,8 @@ class LlamaGuardRail:
     """Llama Guard on inputs (role User) and outputs (role Agent). Lazy load, one model per rail."""
 
     name = "llama-guard"
+    in_process_model = True
+    """The model runs here, from local weights: local whatever the run's sensitivity."""
 
     def __init__(
         self,
@@ -122,6 +126,8 @@ class LlamaGuardRail:
         if self._loaded is None:
             with self._lock:
                 if self._loaded is None:
+                    require("llama-guard")
+                    quiet_model_libraries()
                     from transformers import AutoModelForCausalLM, AutoTokenizer
 
                     try:
@@ -160,7 +166,8 @@ class LlamaGuardRail:
         if result.safe is None:
             allowed = self.on_unparseable == "allow"
             rule = "unparseable"
-            detail = f"Llama Guard output was neither safe nor unsafe: {result.raw[:80]!r}"
+            # Not quoted: the detail becomes a recorded error message; the raw reply stays in `attributes`.
+            detail = "Llama Guard's output was neither 'safe' nor 'unsafe'"
         else:
             allowed = result.safe
             rule = "safe" if result.safe else (",".join(result.categories) or "unsafe")

@@ -31,6 +31,9 @@ from flotilla.agents.models.base import ChatRequest, ModelClient  # noqa: E402
 from flotilla.guardrails._timing import Stopwatch  # noqa: E402
 from flotilla.guardrails.base import RailPoint, Verdict  # noqa: E402
 from flotilla.guardrails.embeddings import minilm_path  # noqa: E402
+from flotilla.guardrails.extras import require  # noqa: E402
+
+require("nemo")  # the [rails] extra's import site: an install hint instead of an ImportError
 
 __all__ = ["NemoRail", "FlotillaNemoLLM", "default_nemo_config_dir", "build_rails_config"]
 
@@ -132,6 +135,11 @@ class NemoRail:
         self._embeddings_path = embeddings_path
         self._rails = None
         self._lock = asyncio.Lock()
+
+    @property
+    def model_client(self) -> ModelClient:
+        """The model NeMo's self-checks call; the pipeline applies the run's locality policy to it."""
+        return self.llm.client
 
     async def rails(self):
         """The LLMRails instance, built on first use (importing NeMo takes seconds)."""

@@ -11,12 +11,14 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import Sequence
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from flotilla.guardrails._timing import Stopwatch
 from flotilla.guardrails.base import RailPoint, Verdict
-from flotilla.guardrails.classifier import InjectionClassifier
-from flotilla.guardrails.yara_rail import YaraRail
+
+if TYPE_CHECKING:  # both optional signals need flotilla[rails]; the heuristics need nothing
+    from flotilla.guardrails.classifier import InjectionClassifier
+    from flotilla.guardrails.yara_rail import YaraRail
 
 __all__ = ["ToolResultScreen", "INJECTION_HEURISTICS", "QUARANTINE_OPEN", "QUARANTINE_CLOSE"]
 

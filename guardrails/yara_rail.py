@@ -11,11 +11,13 @@ import importlib.util
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-import yara
-
 from flotilla.audit.errors import ConfigError
 from flotilla.guardrails._timing import Stopwatch
 from flotilla.guardrails.base import RailPoint, Verdict
+from flotilla.guardrails.extras import require
+
+require("yara")  # the [rails] extra's import site: an install hint instead of an ImportError
+import yara  # noqa: E402
 
 __all__ = ["YaraRail", "nemo_yara_dir", "NEMO_YARA_RULESETS"]
 

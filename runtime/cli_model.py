@@ -6,9 +6,9 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from flotilla.audit.errors import FlotillaError
-from flotilla.runtime.settings import load_settings
 
 __all__ = ["serve_model"]
 
@@ -18,6 +18,8 @@ def serve_model(
     port: Annotated[int, typer.Option(help="TCP port.")] = 8088,
 ) -> None:
     """Serve the embedded model like vLLM: /v1/models, /v1/chat/completions (json_schema output)."""
+    from flotilla.runtime.settings import load_settings
+
     err = Console(stderr=True)
     try:
         settings = load_settings()
@@ -27,7 +29,7 @@ def serve_model(
         with err.status("loading the embedded model…"):
             engine = get_engine(settings.cache_dir)
     except FlotillaError as exc:
-        err.print(f"[red]error:[/] {exc.message}", highlight=False)
+        err.print(f"[red]error:[/] {escape(exc.message)}", highlight=False)
         raise typer.Exit(2) from None
     err.print(f"[green]ready[/] {engine.model_name} ({engine.precision}, {engine.load_info['source']}) on http://{host}:{port}/v1")
     run_model_server(create_model_server(engine, default_max_tokens=settings.embedded_max_tokens), host=host, port=port)

@@ -2,31 +2,35 @@
 
 from __future__ import annotations
 
-import asyncio
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from flotilla.audit.errors import FlotillaError
-from flotilla.runtime.settings import load_settings
-from flotilla.tools import PinState, ToolError, ToolHub, open_hub
+
+if TYPE_CHECKING:  # the hub pulls in the MCP SDK: imported when a command runs, not at --help
+    from flotilla.tools import ToolHub
 
 __all__ = ["tools_app"]
 
 tools_app = typer.Typer(name="tools", help="MCP tools: list them and their pins, approve changed tools.", no_args_is_help=True)
 
-_STATE_STYLE = {PinState.PINNED: "green", PinState.CHANGED: "bold red", PinState.NEW: "yellow"}
+_STATE_STYLE = {"pinned": "green", "changed": "bold red", "new": "yellow"}
 
 
 def _hub() -> ToolHub:
+    from flotilla.runtime.settings import load_settings
+    from flotilla.tools import open_hub
+
     settings = load_settings()
     return open_hub(settings.mcp_servers, config_file=settings.config_file)
 
 
 def _fail(message: str) -> typer.Exit:
-    Console(stderr=True).print(f"[red]error:[/] {message}", highlight=False)
+    Console(stderr=True).print(f"[red]error:[/] {escape(message)}", highlight=False)
     return typer.Exit(2)
 
 
@@ -35,6 +39,9 @@ def list_tools(
     server: Annotated[str | None, typer.Argument(help="Only this server.")] = None,
 ) -> None:
     """Show every configured server, its tools and their pin state (pinned / changed / new)."""
+    import asyncio
+
+    from flotilla.tools.errors import ToolError
 
     async def collect(hub: ToolHub) -> tuple[list, list[tuple[str, str]]]:
         rows, failures = [], []
@@ -71,7 +78,7 @@ def list_tools(
     for info in sorted(rows, key=lambda i: i.name):
         hints = info.tool.annotations
         flags = [flag for flag, on in (("read-only", hints and hints.read_only_hint), ("idempotent", hints and hints.idempotent_hint)) if on]
-        table.add_row(info.name, f"[{_STATE_STYLE[info.pin]}]{info.pin.value}[/]", ", ".join(flags), " ".join(info.description.split())[:120])
+        table.add_row(info.name, f"[{_STATE_STYLE[info.pin.value]}]{info.pin.value}[/]", ", ".join(flags), " ".join(info.description.split())[:120])
     for name, message in failures:
         table.add_row(f"{name}.*", "[red]unreachable[/]", "", message)
     console.print(table)
@@ -87,6 +94,8 @@ def approve(
     target: Annotated[str, typer.Argument(help="SERVER (all its tools) or SERVER.TOOL.")],
 ) -> None:
     """Re-pin a server's current tool descriptions and schemas after reviewing a change."""
+    import asyncio
+
     server, _, tool = target.partition(".")
 
     async def main() -> list[str]:
@@ -106,6 +115,7 @@ def _record_approval(target: str, approved: list[str]) -> None:
     import getpass
 
     from flotilla.audit.setup import open_audit_store
+    from flotilla.runtime.settings import load_settings
 
     settings = load_settings()
     key = settings.audit_hmac_key.get_secret_value() if settings.audit_hmac_key else None

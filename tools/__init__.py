@@ -10,10 +10,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
-from opentelemetry.trace import Tracer
-
+from flotilla.audit.lazy import lazy_exports
 from flotilla.tools.allowlist import Allowlist
 from flotilla.tools.config import HttpServerConfig, McpServerConfig, StdioServerConfig
 from flotilla.tools.errors import (
@@ -27,8 +26,26 @@ from flotilla.tools.errors import (
     ToolTimeout,
     UnknownTool,
 )
-from flotilla.tools.hub import ToolHub, ToolInfo, ToolResult, ToolView
-from flotilla.tools.pins import LOCK_FILE_NAME, PinState, PinStore
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import Tracer
+
+    from flotilla.tools.hub import ToolHub, ToolInfo, ToolResult, ToolView
+    from flotilla.tools.pins import LOCK_FILE_NAME, PinState, PinStore
+
+# The hub and pins pull in the MCP SDK: loaded on first use, so reading settings stays cheap.
+_WHERE = {
+    "ToolHub": "flotilla.tools.hub",
+    "ToolInfo": "flotilla.tools.hub",
+    "ToolResult": "flotilla.tools.hub",
+    "ToolView": "flotilla.tools.hub",
+    "LOCK_FILE_NAME": "flotilla.tools.pins",
+    "PinState": "flotilla.tools.pins",
+    "PinStore": "flotilla.tools.pins",
+}
+
+
+__getattr__ = lazy_exports(__name__, _WHERE)
 
 __all__ = [
     "open_hub",
@@ -57,6 +74,8 @@ __all__ = [
 
 def lock_file_for(config_file: Path | None) -> Path:
     """The pin lock file lives beside flotilla.yaml (or in the working directory without one)."""
+    from flotilla.tools.pins import LOCK_FILE_NAME
+
     return (config_file.parent if config_file is not None else Path.cwd()) / LOCK_FILE_NAME
 
 
@@ -69,5 +88,8 @@ def open_hub(
     errlog: TextIO | None = None,
 ) -> ToolHub:
     """A ToolHub over the configured servers. Nothing connects until a tool is first used."""
+    from flotilla.tools.hub import ToolHub
+    from flotilla.tools.pins import PinStore
+
     pins = PinStore(lock_file or lock_file_for(config_file))
     return ToolHub(servers, pins=pins, tracer=tracer, errlog=errlog)

