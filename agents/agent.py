@@ -14,17 +14,22 @@ from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any, Callable
 
+from opentelemetry import trace
 from opentelemetry.trace import Span, Status, StatusCode, Tracer
 
 from flotilla.agents.models.base import ChatRequest, ChatResult, ModelError
 from flotilla.agents.models.registry import Binding
 from flotilla.agents.output import OutputMismatch, OutputSchema
+from flotilla.audit.semconv import PROVIDER, evaluation_event, model_span_kind, provider_name
 
 if TYPE_CHECKING:
     from flotilla.agents.tool_loop import ToolRails
     from flotilla.tools import ToolView
 
 __all__ = ["Agent", "StepResult", "AgentOutputInvalid", "ContextHook", "PolicyHook"]
+
+OUTPUT_SCHEMA_EVALUATION = "output_schema"
+"""`gen_ai.evaluation.name` of the check that a reply matches the agent's output schema."""
 
 ContextHook = Callable[[dict[str, Any]], dict[str, Any]]
 """Deterministic facts computed from the run state, shown to the model beside the input."""
@@ -79,6 +84,11 @@ class Agent:
         """Content hash of what defines this agent's behaviour: instructions and schema."""
         return _content_hash(self.instructions, json.dumps(self.json_schema, sort_keys=True))
 
+    def model_attributes(self) -> dict[str, Any]:
+        """The model this agent is bound to, as its invoke_agent span names it (spec: provider + request model)."""
+        client = self.binding.client
+        return {PROVIDER: provider_name(getattr(client, "provider", None)), "gen_ai.request.model": client.name}
+
     def messages(self, state: dict[str, Any]) -> list[dict[str, str]]:
         parts: list[str] = []
         if self.include_input:
@@ -99,9 +109,8 @@ class Agent:
             return await self._run_with_tools(state, tracer, rails=rails, workflow=workflow)
         messages = self.messages(state)
         started = time.perf_counter()
-        first = await self._call(messages, tracer)
+        first, output, problem = await self._call(messages, tracer)
         results = [first]
-        output, problem = self._validate(first.text)
         if problem:
             # One repair: show the model its reply and what was wrong with it.
             messages = [
@@ -109,14 +118,14 @@ class Agent:
                 {"role": "assistant", "content": first.text},
                 {"role": "user", "content": f"That reply is not valid: {problem}. Answer again with valid JSON only."},
             ]
-            second = await self._call(messages, tracer)
+            second, output, problem = await self._call(messages, tracer)
             results.append(second)
-            output, problem = self._validate(second.text)
             if problem:
-                raise AgentOutputInvalid(f"agent {self.name!r}: the model's output does not match {self.output.name} after one repair: {problem}")
-        notes: list[str] = []
-        if self.policy is not None:
-            output, notes = self.policy(output, state)
+                raise AgentOutputInvalid(
+                    f"agent {self.name!r}: the model's output does not match {self.output.name} after one repair: {problem}",
+                    quoted=self._quoted(second.text),
+                )
+        output, notes = self._apply_policy(output, state)
         return StepResult(
             output=self.output.dump(output),
             model=results[-1].model,
@@ -145,12 +154,15 @@ class Agent:
             workflow=workflow,
         )
         output, problem = self._validate(json.dumps(loop.output))
+        evaluation_event(trace.get_current_span(), OUTPUT_SCHEMA_EVALUATION, passed=not problem, explanation=problem)
         if problem:
-            raise AgentOutputInvalid(f"agent {self.name!r}: the final answer does not match {self.output.name}: {problem}")
+            raise AgentOutputInvalid(
+                f"agent {self.name!r}: the final answer does not match {self.output.name}: {problem}",
+                quoted=self._quoted(json.dumps(loop.output, ensure_ascii=False)),
+            )
         notes = [f"tool {name} withheld: its description changed; re-approve with `flotilla tools approve`" for name in loop.blocked]
-        if self.policy is not None:
-            output, policy_notes = self.policy(output, state)
-            notes += policy_notes
+        output, policy_notes = self._apply_policy(output, state)
+        notes += policy_notes
         return StepResult(
             output=self.output.dump(output),
             model=loop.model_results[-1].model if loop.model_results else self.binding.client.name,
@@ -162,14 +174,35 @@ class Agent:
             tool_calls=[asdict(call) for call in loop.calls],
         )
 
+    def _apply_policy(self, output: Any, state: dict[str, Any]) -> tuple[Any, list[str]]:
+        """The agent's policy hook (e.g. grounding), recorded as an evaluation of the step's output:
+        pass when it changed nothing, fail with its notes when it had to correct the output."""
+        if self.policy is None:
+            return output, []
+        output, notes = self.policy(output, state)
+        name = getattr(self.policy, "__name__", "policy")
+        evaluation_event(trace.get_current_span(), name, passed=not notes, explanation="; ".join(notes))
+        return output, notes
+
+    def _quoted(self, reply: str) -> str | None:
+        """What a failed reply said where it failed (`FlotillaError.quoted`: redacted per policy)."""
+        try:
+            self.output.parse(reply)
+        except OutputMismatch as exc:
+            return getattr(exc, "quoted", None)
+        return None
+
     def _validate(self, text: str) -> tuple[Any, str]:
         try:
             return self.output.parse(text), ""
         except OutputMismatch as exc:
             return None, str(exc)
 
-    async def _call(self, messages: list[dict[str, str]], tracer: Tracer) -> ChatResult:
+    async def _call(self, messages: list[dict[str, str]], tracer: Tracer) -> tuple[ChatResult, Any, str]:
+        """One model call, its reply validated against the output schema inside the chat span, so
+        the validation is a `gen_ai.evaluation.result` on the call it judged. Returns (reply, output, problem)."""
         client = self.binding.client
+        provider = getattr(client, "provider", None)
         request = ChatRequest(
             messages=messages,
             json_schema=self.json_schema,
@@ -177,10 +210,13 @@ class Agent:
             max_tokens=self.max_tokens,
             timeout_s=self.timeout_s,
         )
-        with tracer.start_as_current_span(f"chat {client.name}", record_exception=False, set_status_on_exception=False) as span:
+        with tracer.start_as_current_span(
+            f"chat {client.name}", kind=model_span_kind(provider), record_exception=False, set_status_on_exception=False
+        ) as span:
             span.set_attributes(
                 {
                     "gen_ai.operation.name": "chat",
+                    PROVIDER: provider_name(provider),
                     "gen_ai.request.model": client.name,
                     "gen_ai.agent.name": self.name,
                     "gen_ai.output.type": "json",
@@ -199,7 +235,7 @@ class Agent:
                 raise
             span.set_attributes(
                 {
-                    "gen_ai.provider.name": result.provider,
+                    PROVIDER: provider_name(result.provider),
                     "gen_ai.response.model": result.model,
                     "gen_ai.usage.input_tokens": result.input_tokens,
                     "gen_ai.usage.output_tokens": result.output_tokens,
@@ -208,7 +244,9 @@ class Agent:
                     "gen_ai.output.messages": json.dumps([{"role": "assistant", "content": result.text}], ensure_ascii=False),
                 }
             )
-            return result
+            output, problem = self._validate(result.text)
+            evaluation_event(span, OUTPUT_SCHEMA_EVALUATION, passed=not problem, explanation=problem)
+            return result, output, problem
 
 
 @lru_cache(maxsize=1024)

@@ -14,7 +14,15 @@ __all__ = ["OutputSchema", "PydanticOutput", "JsonSchemaOutput", "OutputMismatch
 
 
 class OutputMismatch(ValueError):
-    """The reply does not fit the schema; the message says where, for the repair prompt."""
+    """The reply does not fit the schema; the message says where, for the repair prompt.
+
+    The message names places and rules, never the reply's values (pydantic's `msg` never quotes
+    the input; jsonschema's does, see `_without_value`): it is flotilla's text, recorded intact.
+    The offending values travel in `quoted`: content, recorded per policy."""
+
+    def __init__(self, message: str, *, quoted: str | None = None) -> None:
+        super().__init__(message)
+        self.quoted = quoted
 
 
 class OutputSchema(Protocol):
@@ -45,8 +53,11 @@ class PydanticOutput:
         try:
             return self.model.model_validate_json(text)
         except ValidationError as exc:
+            errors = exc.errors()[:5]
             raise OutputMismatch(
-                "; ".join(f"{'.'.join(map(str, e['loc'])) or 'reply'}: {e['msg']}" for e in exc.errors()[:5])
+                "; ".join(f"{'.'.join(map(str, e['loc'])) or 'reply'}: {e['msg']}" for e in errors),
+                # An error at the root (not JSON at all) is about the whole reply.
+                quoted=_quote([('.'.join(map(str, e['loc'])) or 'reply', e['input'] if e['loc'] else text) for e in errors]),
             ) from None
 
     def dump(self, value: BaseModel) -> dict[str, Any]:
@@ -72,11 +83,30 @@ class JsonSchemaOutput:
         try:
             value = json.loads(text)
         except json.JSONDecodeError as exc:
-            raise OutputMismatch(f"not JSON: {exc.msg} at position {exc.pos}") from None
+            raise OutputMismatch(f"not JSON: {exc.msg} at position {exc.pos}", quoted=_quote([("reply", text)])) from None
         errors = sorted(jsonschema.Draft202012Validator(self.schema).iter_errors(value), key=lambda e: list(e.path))
         if errors:
-            raise OutputMismatch("; ".join(f"{'.'.join(map(str, e.path)) or 'reply'}: {e.message}" for e in errors[:5]))
+            raise OutputMismatch(
+                "; ".join(f"{'.'.join(map(str, e.path)) or 'reply'}: {_without_value(e)}" for e in errors[:5]),
+                quoted=_quote([(".".join(map(str, e.path)) or "reply", e.instance) for e in errors[:5]]),
+            )
         return value
 
     def dump(self, value: dict[str, Any]) -> dict[str, Any]:
         return value
+
+
+def _without_value(error: jsonschema.ValidationError) -> str:
+    """jsonschema's message with the offending value left out (`'Jane' is not one of [...]` →
+    `the value is not one of [...]`): the value is the model's content, not flotilla's message."""
+    shown = repr(error.instance)
+    return error.message.replace(shown, "the value", 1) if shown in error.message else error.message
+
+
+def _quote(values: list[tuple[str, Any]], limit: int = 200) -> str:
+    """`where: value` for each offending value, each cut to `limit` characters."""
+    parts = []
+    for where, value in values:
+        shown = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
+        parts.append(f"{where}: {shown[:limit]}{'…' if len(shown) > limit else ''}")
+    return "; ".join(parts)

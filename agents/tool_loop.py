@@ -29,6 +29,7 @@ from opentelemetry import trace
 from opentelemetry.trace import StatusCode, Tracer
 
 from flotilla.agents.models.base import ChatRequest, ChatResult, ModelClient, ModelError
+from flotilla.audit.semconv import PROVIDER, model_span_kind, provider_name
 from flotilla.tools import ToolError, ToolInfo, ToolView
 
 __all__ = ["run_tool_loop", "ToolLoopResult", "ToolCallRecord", "ToolLoopExhausted", "ToolRails", "action_schema"]
@@ -201,8 +202,13 @@ async def _chat(
     timeout_s: float | None,
 ) -> ChatResult:
     request = ChatRequest(messages=list(messages), json_schema=schema, schema_name=_ACTION_SCHEMA_NAME, max_tokens=max_tokens, timeout_s=timeout_s)
-    with tracer.start_as_current_span(f"chat {model.name}", record_exception=False, set_status_on_exception=False) as span:
-        span.set_attributes({"gen_ai.operation.name": "chat", "gen_ai.request.model": model.name, "gen_ai.output.type": "json"})
+    provider = getattr(model, "provider", None)
+    with tracer.start_as_current_span(
+        f"chat {model.name}", kind=model_span_kind(provider), record_exception=False, set_status_on_exception=False
+    ) as span:
+        span.set_attributes(
+            {"gen_ai.operation.name": "chat", PROVIDER: provider_name(provider), "gen_ai.request.model": model.name, "gen_ai.output.type": "json"}
+        )
         if agent_name:
             span.set_attribute("gen_ai.agent.name", agent_name)
         try:
@@ -228,7 +234,9 @@ class _Caller:
     workflow: str | None
     agent: str | None
 
-    async def call(self, known: dict[str, ToolInfo], step: int, name: str, arguments: Any, limit: int) -> ToolCallRecord:
+    async def call(
+        self, known: dict[str, ToolInfo], step: int, name: str, arguments: Any, limit: int, *, call_id: str | None = None
+    ) -> ToolCallRecord:
         started = time.perf_counter()
         if not isinstance(arguments, dict):
             return ToolCallRecord(step, name, {}, True, "tool_arguments_invalid", "arguments must be a JSON object", 0.0)
@@ -240,7 +248,7 @@ class _Caller:
             )
             arguments = json.loads(checked)  # rails may redact values; the JSON stays valid
         try:
-            result = await self.tools.call(name, arguments)
+            result = await self.tools.call(name, arguments, call_id=call_id)
         except ToolError as exc:
             hint = "" if name in known else f" Available tools: {', '.join(sorted(known)) or 'none'}."
             return ToolCallRecord(step, name, arguments, True, exc.code, exc.message + hint, (time.perf_counter() - started) * 1000)
@@ -444,7 +452,7 @@ async def _run_native_loop(
                 arguments = None
                 record = ToolCallRecord(step, name, {}, True, "tool_arguments_invalid", f"arguments are not JSON ({exc.msg})", 0.0)
             if arguments is not None:
-                record = await caller.call(by_name, step, name, arguments, observation_chars)
+                record = await caller.call(by_name, step, name, arguments, observation_chars, call_id=call.id)
             result.calls.append(record)
             conversation.append({"role": "tool", "tool_call_id": call.id, "content": record.observation})
     raise ToolLoopExhausted(
@@ -456,8 +464,13 @@ async def _run_native_loop(
 async def _native_chat(
     backend: _OpenAIBackend, model_name: str, kwargs: dict[str, Any], tracer: Tracer, agent_name: str | None
 ) -> tuple[Any, ChatResult]:
-    with tracer.start_as_current_span(f"chat {model_name}", record_exception=False, set_status_on_exception=False) as span:
-        span.set_attributes({"gen_ai.operation.name": "chat", "gen_ai.request.model": model_name, "gen_ai.output.type": "json"})
+    provider = getattr(backend, "provider", "openai-compatible")  # native tool calling is HTTP only
+    with tracer.start_as_current_span(
+        f"chat {model_name}", kind=model_span_kind(provider), record_exception=False, set_status_on_exception=False
+    ) as span:
+        span.set_attributes(
+            {"gen_ai.operation.name": "chat", PROVIDER: provider_name(provider), "gen_ai.request.model": model_name, "gen_ai.output.type": "json"}
+        )
         if agent_name:
             span.set_attribute("gen_ai.agent.name", agent_name)
         try:
@@ -473,7 +486,7 @@ async def _native_chat(
 def _reply_attributes(reply: ChatResult) -> dict[str, Any]:
     """What a chat span records of the reply, on both the constrained and the native path."""
     return {
-        "gen_ai.provider.name": reply.provider,
+        PROVIDER: provider_name(reply.provider),
         "gen_ai.response.model": reply.model,
         "gen_ai.usage.input_tokens": reply.input_tokens,
         "gen_ai.usage.output_tokens": reply.output_tokens,

@@ -12,6 +12,7 @@ import os
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
+from datetime import datetime
 from pathlib import Path
 
 from opentelemetry.context import Context
@@ -22,18 +23,18 @@ from opentelemetry.trace import get_current_span
 from flotilla.audit import semconv as sc
 from flotilla.audit.sanitize import Sanitizer
 from flotilla.audit.spans import run_id_of, sanitized_span, span_payload
-from flotilla.audit.store import AuditStore, NewRecord
+from flotilla.audit.store import AuditStore, NewRecord, utc_iso
 from flotilla.audit.summaries import rail_decisions
 
-__all__ = ["AuditSpanExporter", "SanitizingExporter", "RunContextProcessor"]
+__all__ = ["AuditSpanExporter", "SanitizingExporter", "RunContextProcessor", "prune_spool"]
 
 log = logging.getLogger(__name__)
 
-_INHERITED = (sc.RUN_ID, sc.WORKFLOW)
+_INHERITED = (sc.RUN_ID, sc.WORKFLOW, sc.CONVERSATION_ID)
 
 
 class RunContextProcessor(SpanProcessor):
-    """Copies `flotilla.run_id` (and workflow) from the parent span onto each new child span.
+    """Copies `flotilla.run_id` (workflow, `gen_ai.conversation.id`) from the parent span onto each new child span.
 
     Children finish (and are exported) before the root workflow span, so each span must name
     its run itself. Added first by `Telemetry`; costs one dict lookup per span.
@@ -96,9 +97,11 @@ class AuditSpanExporter(SpanExporter):
     def _write_spool(self, new: list[NewRecord]) -> None:
         assert self.spool is not None
         self.spool.parent.mkdir(parents=True, exist_ok=True)
+        spooled_at = utc_iso()  # retention trims the spool by this, as it does the store by recorded_at
         with self.spool.open("a", encoding="utf-8") as fh:
             for rec in new:
-                fh.write(json.dumps({"kind": rec.kind, "payload": rec.payload, "run_id": rec.run_id}, ensure_ascii=False) + "\n")
+                line = {"kind": rec.kind, "payload": rec.payload, "run_id": rec.run_id, "spooled_at": spooled_at}
+                fh.write(json.dumps(line, ensure_ascii=False) + "\n")
             fh.flush()
             os.fsync(fh.fileno())
 
@@ -130,6 +133,28 @@ class AuditSpanExporter(SpanExporter):
 
     def force_flush(self, timeout_millis: int = 30_000) -> bool:
         return True
+
+
+def prune_spool(spool: Path, before: datetime) -> int:
+    """Drop spooled records written before `before` (as `audit prune` drops them from the store); returns how many."""
+    if not spool.is_file():
+        return 0
+    cutoff = utc_iso(before)
+    lines = [line for line in spool.read_text(encoding="utf-8").splitlines() if line.strip()]
+    kept = [line for line in lines if _spooled_at(line) >= cutoff]
+    if len(kept) < len(lines):
+        if kept:
+            spool.write_text("\n".join(kept) + "\n", encoding="utf-8")
+        else:
+            spool.unlink()
+    return len(lines) - len(kept)
+
+
+def _spooled_at(line: str) -> str:
+    try:
+        return str(json.loads(line).get("spooled_at") or "")  # older spools have none: nothing proves them newer
+    except (ValueError, AttributeError):
+        return ""
 
 
 class SanitizingExporter(SpanExporter):

@@ -135,6 +135,25 @@ class Sanitizer:
             return [self.scrub(v) if isinstance(v, str) else v for v in value]
         return value
 
+    def content(self, value: Any) -> Any:
+        """A content value (text or a list of texts) as the policy lets it be kept, secrets scrubbed;
+        None when it may not be kept. What the run store applies to inputs and outputs."""
+        value = self._content(value)
+        return None if value is None else self._scrub_value(value)
+
+    def error(self, error: Mapping[str, Any] | None) -> dict[str, Any] | None:
+        """An error record as it may be kept. Its own fields (type, code, message, engine, …) are
+        flotilla's text: kept under every policy, secrets scrubbed — never PII-redacted, which
+        mangles messages ("Invalid JSON" reads as a person's name). The user content it quotes
+        (`quoted`, see `FlotillaError.quoted`) is content: kept, redacted or dropped per policy."""
+        if error is None:
+            return None
+        kept = {key: self._scrub_value(value) for key, value in error.items() if key != "quoted"}
+        quoted = self.content(error["quoted"]) if error.get("quoted") is not None else None
+        if quoted is not None:
+            kept["quoted"] = quoted
+        return kept
+
     def _content(self, value: Any) -> Any:
         if self.policy is ContentPolicy.OFF:
             return None

@@ -246,7 +246,7 @@ class AuditStore:
                 for r in conn.execute(
                     select(run_summaries.c.run_id, run_summaries.c.status).where(run_summaries.c.last_seq <= last)
                 )
-                if r.status not in (None, "running", "interrupted", "pending")
+                if r.status not in (None, "running", "interrupted", "pending", "waiting_approval")
             ]
             pruned = conn.execute(delete(records).where(records.c.seq <= last)).rowcount
             conn.execute(delete(run_summaries).where(run_summaries.c.last_seq <= last))
@@ -290,6 +290,7 @@ def _engine(url: str) -> Engine:
         cur = dbapi_conn.cursor()
         cur.execute("PRAGMA journal_mode=WAL")
         cur.execute("PRAGMA synchronous=FULL")
+        cur.execute("PRAGMA secure_delete=ON")  # pruned records leave no bytes behind in the file
         cur.close()
 
     @event.listens_for(engine, "begin")

@@ -51,9 +51,10 @@ def empty_summary(run_id: str) -> RunSummary:
 
 
 def rail_decisions(span: dict[str, Any]) -> list[dict[str, Any]]:
-    """Rail decisions on a span payload: `flotilla.rail` events, or a span that is itself a rail check."""
-    found = [ev["attributes"] for ev in span.get("events", ()) if ev.get("name") == sc.RAIL_EVENT]
-    if sc.RAIL_VERDICT in span.get("attributes", {}):
+    """Rail decisions on a span payload, as recorded: `gen_ai.guardrail.result` events (or the
+    older `flotilla.rail` ones), or a span that is itself a rail check."""
+    found = [ev["attributes"] for ev in span.get("events", ()) if sc.is_rail_event(ev.get("name"))]
+    if sc.rail_fields(span.get("attributes", {})) is not None:
         found.append(span["attributes"])
     return found
 
@@ -80,7 +81,7 @@ def fold_span(summary: RunSummary, span: dict[str, Any]) -> None:
         if span.get("start") and span.get("end"):
             summary["duration_ms"] = (span["end"] - span["start"]) / 1e6
     elif op == "invoke_agent":
-        _add(summary["agents"], attrs.get("gen_ai.agent.name"))
+        _add(summary["agents"], attrs.get(sc.AGENT_NAME))
     elif op == "chat":
         _add(summary["models"], attrs.get("gen_ai.response.model") or attrs.get("gen_ai.request.model"))
         summary["input_tokens"] += int(attrs.get("gen_ai.usage.input_tokens") or 0)
@@ -88,12 +89,12 @@ def fold_span(summary: RunSummary, span: dict[str, Any]) -> None:
         if attrs.get(sc.MODEL_LOCAL) is False:
             summary["remote_calls"] += 1
     elif op == "execute_tool":
-        _add(summary["tools"], attrs.get("gen_ai.tool.name"))
+        _add(summary["tools"], attrs.get(sc.TOOL_NAME))
     summary["cost_usd"] += float(attrs.get(sc.COST_USD) or 0.0)
     if attrs.get(sc.ESCALATED):
         summary["escalated"] = True
     for decision in rail_decisions(span):
-        verdict = decision.get(sc.RAIL_VERDICT)
+        verdict = (sc.rail_fields(decision) or {}).get("verdict")
         summary["rail_checks"] += 1
         if verdict == "block":
             summary["blocked"] += 1

@@ -1,11 +1,12 @@
 """OpenTelemetry set-up for flotilla: one TracerProvider per runtime, passed to whoever traces.
 
-Spans follow the OpenTelemetry GenAI semantic conventions:
+Spans follow the OpenTelemetry GenAI semantic conventions (the span tree, kinds and names are
+in `flotilla.audit.semconv`):
 
-    invoke_workflow <workflow>      gen_ai.operation.name=invoke_workflow, flotilla.run_id, …
-      invoke_agent <agent>          gen_ai.operation.name=invoke_agent, gen_ai.agent.name
-        chat <model>                gen_ai.operation.name=chat, gen_ai.request.model, usage …
-        execute_tool <tool>         gen_ai.operation.name=execute_tool, gen_ai.tool.name
+    invoke_workflow <workflow>      gen_ai.workflow.name, gen_ai.conversation.id, flotilla.run_id, …
+      invoke_agent <agent>          gen_ai.agent.name, gen_ai.provider.name
+        chat <model>                gen_ai.provider.name, gen_ai.request.model, usage …
+        execute_tool <tool>         gen_ai.tool.name, mcp.method.name
 
 The provider is not installed globally (tests build many runtimes in one process); callers
 get it from `Telemetry.tracer`. Exporters are batched so export stays off the hot path.
@@ -14,45 +15,19 @@ get it from `Telemetry.tracer`. Exporters are batched so export stays off the ho
 from __future__ import annotations
 
 import os
-import threading
 from collections.abc import Sequence
-from pathlib import Path
-from typing import IO
 
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 from opentelemetry.trace import Tracer
+
+from flotilla.audit.trace_file import JsonLinesSpanExporter  # the local trace file; re-exported
 
 __all__ = ["Telemetry", "JsonLinesSpanExporter", "otlp_exporter_from_env"]
 
 SERVICE_NAME = "flotilla"
 MAX_QUEUE = 65_536
-
-
-class JsonLinesSpanExporter(SpanExporter):
-    """Appends each finished span as one JSON line to a file (the local trace file)."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._lock = threading.Lock()
-        self._file: IO[str] | None = None
-
-    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        with self._lock:
-            if self._file is None:
-                self._file = self.path.open("a", encoding="utf-8")
-            for span in spans:
-                self._file.write(span.to_json(indent=None) + "\n")
-            self._file.flush()
-        return SpanExportResult.SUCCESS
-
-    def shutdown(self) -> None:
-        with self._lock:
-            if self._file is not None:
-                self._file.close()
-                self._file = None
 
 
 def otlp_exporter_from_env() -> SpanExporter | None:

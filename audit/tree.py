@@ -35,7 +35,7 @@ class SpanNode:
 
     @property
     def operation(self) -> str:
-        return str(self.attrs.get(sc.OPERATION) or ("rail" if sc.RAIL_VERDICT in self.attrs else "span"))
+        return str(self.attrs.get(sc.OPERATION) or ("rail" if sc.rail_fields(self.attrs) else "span"))
 
     @property
     def duration_ms(self) -> float:
@@ -48,12 +48,27 @@ class SpanNode:
 
     @property
     def rails(self) -> list[dict[str, Any]]:
-        return rail_decisions(self.span)
+        """This span's rail decisions as plain fields (see `semconv.rail_fields`)."""
+        return [fields for d in rail_decisions(self.span) if (fields := sc.rail_fields(d)) is not None]
+
+    @property
+    def evaluations(self) -> list[dict[str, Any]]:
+        """`gen_ai.evaluation.result` events: schema validation, grounding, verification."""
+        return [
+            {
+                "name": a.get(sc.EVALUATION_NAME),
+                "label": a.get(sc.EVALUATION_LABEL),
+                "score": a.get(sc.EVALUATION_SCORE),
+                "explanation": a.get(sc.EVALUATION_EXPLANATION, ""),
+            }
+            for ev in self.span.get("events", ())
+            if ev.get("name") == sc.EVALUATION_EVENT and (a := ev.get("attributes", {}))
+        ]
 
     @property
     def verdict(self) -> str | None:
         ranks = {"allow": 1, "redact": 2, "block": 3}
-        found = [r.get(sc.RAIL_VERDICT) for r in self.rails]
+        found = [r["verdict"] for r in self.rails]
         return max(found, key=lambda v: ranks.get(v, 0)) if found else None
 
     @property
@@ -98,6 +113,16 @@ class RunView:
     @property
     def rail_records(self) -> list[StoredRecord]:
         return [r for r in self.records if r.kind == "rail"]
+
+    @property
+    def rail_rows(self) -> list[dict[str, Any]]:
+        """Each rail record as plain fields plus its record number and span name, for tables."""
+        rows = []
+        for rec in self.rail_records:
+            fields = sc.rail_fields(rec.payload)
+            if fields is not None:
+                rows.append({"seq": rec.seq, "span": rec.payload.get("span"), **fields})
+        return rows
 
     @property
     def other_records(self) -> list[StoredRecord]:

@@ -77,6 +77,10 @@ def _reachable(spec: WorkflowSpec) -> set[str]:
 def check_spec(spec: WorkflowSpec, known_aliases: Iterable[str], tool_servers: Iterable[str] | None = None) -> list[SpecProblem]:
     """Every semantic problem in `spec`. `tool_servers`, when given, are the configured MCP
     server names that tool allowlists are checked against."""
+    if spec.kind == "python":
+        from flotilla.graphs.factory import check_python
+
+        return check_python(spec, known_aliases, tool_servers)
     file = str(spec.source) if spec.source else "<workflow>"
     problems: list[SpecProblem] = []
 
@@ -146,6 +150,9 @@ def validate_spec(spec: WorkflowSpec, known_aliases: Iterable[str]) -> WorkflowS
 
 
 def build_agents(spec: WorkflowSpec, registry: ModelRegistry, tools: ToolHub | None = None) -> dict[str, Agent]:
+    """The agents a YAML spec declares (a Python workflow's factory builds its own: none here)."""
+    if spec.kind == "python":
+        return {}
     validate_spec(spec, registry.aliases)
     agents: dict[str, Agent] = {}
     for name, a in spec.agents.items():

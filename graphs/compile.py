@@ -33,6 +33,9 @@ class RunState(TypedDict, total=False):
     steps: Annotated[list[dict[str, Any]], operator.add]
     confidential: bool
     """The run's confidential flag, checkpointed so `resume` keeps it."""
+    review: Annotated[list[dict[str, str]], operator.add]
+    """`{"step", "reason"}` items a node adds when a person must look at the run: any makes the
+    run `needs_review` instead of `succeeded` (graphs/status.py)."""
 
 
 class RailsHook(Protocol):
@@ -64,6 +67,7 @@ def agent_node(agent: Agent, tracer: Tracer, *, workflow: str, rails: RailsHook 
                     "gen_ai.agent.name": agent.name,
                     "gen_ai.agent.description": agent.role,
                     "gen_ai.agent.version": agent.version,
+                    **agent.model_attributes(),
                     "flotilla.workflow": workflow,
                     "flotilla.model_alias": agent.binding.alias,
                 }

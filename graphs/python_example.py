@@ -1,41 +1,52 @@
-"""The document-triage workflow written by hand in plain LangGraph, from flotilla's agent nodes.
+"""The document-triage workflow written by hand in plain LangGraph: a Python workflow factory.
 
-For authors who prefer Python to YAML: `agent_node` turns any `Agent` into a LangGraph node,
-and `RunState` is the state those nodes read and write. Everything else is plain LangGraph —
-add your own nodes, edges, interrupts or a different checkpointer.
+For authors who prefer Python to YAML. The factory receives a `WorkflowContext` and returns an
+uncompiled `StateGraph` over `RunState`; `ctx.node(agent)` turns any `Agent` into a node (its
+span, rails on its output, its step record) and `ctx.model(alias)` binds a model alias from
+flotilla.yaml. Everything else is plain LangGraph — add your own nodes, edges or state keys.
 
-    graph = build_triage_graph(registry, tracer)
-    state = await graph.ainvoke({"input": invoice_text, "outputs": {}, "steps": []})
+Register it by name, in flotilla.yaml:
+
+    workflows:
+      document_triage_python: flotilla.graphs.python_example:triage
+
+and `flotilla run document_triage_python --input invoice.txt`, `flotilla validate …`, the MCP
+gateway and the audit trail treat it like the YAML `document_triage`: the runner compiles it
+with its checkpointer (resume works), applies the input and output rails, and keeps the run.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from langgraph.graph import END, START, StateGraph
-from langgraph.graph.state import CompiledStateGraph
-from opentelemetry.trace import Tracer
 
 from flotilla.agents.agent import Agent
 from flotilla.agents.document_triage import grounding, rules
 from flotilla.agents.document_triage.schemas import Analysis, Decision, Invoice, Note
-from flotilla.agents.models.registry import ModelRegistry
 from flotilla.agents.output import PydanticOutput
-from flotilla.graphs.compile import RunState, agent_node
+from flotilla.graphs.compile import RunState
+from flotilla.graphs.factory import WorkflowContext, python_workflow
 
-__all__ = ["build_triage_graph"]
+__all__ = ["triage"]
 
 PROMPTS = Path(__file__).resolve().parent.parent / "agents" / "document_triage"
 
 
-def build_triage_graph(registry: ModelRegistry, tracer: Tracer, checkpointer=None) -> CompiledStateGraph:
-    def agent(name: str, output, model: str, **options) -> Agent:
+@python_workflow(
+    description="Triage a supplier invoice (extract, check, decide, write a note), built in Python.",
+    input="A supplier invoice as plain text.",
+    output="write",
+)
+def triage(ctx: WorkflowContext) -> StateGraph:
+    def agent(name: str, output: type, model: str, **options: Any) -> Agent:
         return Agent(
             name=name,
             role=name,
             instructions=(PROMPTS / f"{name}.md").read_text(encoding="utf-8"),
             output=PydanticOutput(output),
-            binding=registry.resolve(model),
+            binding=ctx.model(model),
             **options,
         )
 
@@ -47,10 +58,10 @@ def build_triage_graph(registry: ModelRegistry, tracer: Tracer, checkpointer=Non
     ]
     graph = StateGraph(RunState)
     for step in steps:
-        graph.add_node(step.name, agent_node(step, tracer, workflow="document_triage_python"))
+        graph.add_node(step.name, ctx.node(step))
     graph.add_edge(START, "extract")
     graph.add_edge("extract", "analyze")
     graph.add_edge("analyze", "decide")
     graph.add_edge("decide", "write")
     graph.add_edge("write", END)
-    return graph.compile(checkpointer=checkpointer)
+    return graph

@@ -8,6 +8,13 @@ Budgets (the spec's `research:` and `settings:` sections): sub-agents per round 
 with what it has and the report's `cut` list says what was left out. A sub-agent that fails or
 times out becomes a gap in the report, never a failed run. Each sub-agent's start and finish
 is a run event (`notice`, then its `step`), so the CLI and the MCP gateway show progress.
+
+Status (graphs/status.py): a report with some gaps is `succeeded` — the gaps are in it. The run is
+`needs_review`, with each reason kept, when the lead could not plan (the question went to one
+sub-agent as asked), when every sub-agent failed, or when the lead could not write the report
+(it is then the sub-agents' findings, unedited): the output exists, but it is not a report a
+person would accept as is. An exception (a refused remote call, a bug) is `failed`; a rail's
+block is `blocked`.
 """
 
 from __future__ import annotations
@@ -52,6 +59,8 @@ class ResearchState(TypedDict, total=False):
     findings: Annotated[list[dict[str, Any]], operator.add]
     sources: Annotated[dict[str, dict[str, Any]], _merge]
     cuts: Annotated[list[str], operator.add]
+    review: Annotated[list[dict[str, str]], operator.add]
+    """Why a person must look at the report (planning or synthesis fell back, no sub-agent succeeded)."""
 
 
 def _emit(message: str, **data: Any) -> None:
@@ -98,6 +107,7 @@ class _Research:
                     "gen_ai.agent.name": name,
                     "gen_ai.agent.description": agent.role,
                     "gen_ai.agent.version": agent.version,
+                    **agent.model_attributes(),
                     "flotilla.workflow": self.spec.name,
                     "flotilla.model_alias": agent.binding.alias,
                     **(attributes or {}),
@@ -141,7 +151,10 @@ class _Research:
             subs = list(result.output["sub_questions"])
             record = _record(self.planner, self.cfg.planner, result, result.output, None, started)
         plan, more = self._tasks(subs, round_=1, cuts=cuts)
-        return {"plan": plan, "round": 1, "deadline_at": deadline_at, "steps": [record], "cuts": more}
+        update = {"plan": plan, "round": 1, "deadline_at": deadline_at, "steps": [record], "cuts": more}
+        if record["ok"] is False:
+            update["review"] = [{"step": self.cfg.planner, "reason": f"the lead could not plan ({why}); the question went to one sub-agent as asked"}]
+        return update
 
     def _tasks(self, subs: list[dict[str, Any]], *, round_: int, cuts: list[str]) -> tuple[list[dict[str, Any]], list[str]]:
         if len(subs) > self.max_sub_agents:
@@ -234,12 +247,13 @@ class _Research:
             ],
             "may_ask_follow_up": round_ < self.cfg.max_rounds,
         }
-        started, cuts, record = time.perf_counter(), [], None
+        started, cuts, record, review = time.perf_counter(), [], None, []
         report: dict[str, Any] | None = None
         remaining = self._remaining(state)
         if remaining <= 0:
             cuts.append("synthesis: the deadline passed; the report is the sub-agents' findings, unedited")
             report = report_without_lead(findings, "the deadline passed")
+            review.append({"step": self.cfg.writer, "reason": "the deadline passed before the lead could write the report; it is the sub-agents' findings, unedited"})
         else:
             try:
                 result = await self._step(self.writer, {"input": question, "outputs": {}, "facts": facts}, name=self.cfg.writer, timeout=remaining)
@@ -251,6 +265,7 @@ class _Research:
                 why = "the deadline passed" if isinstance(exc, TimeoutError) else f"the lead failed: {exc}"
                 cuts.append(f"synthesis: {why}; the report is the sub-agents' findings, unedited")
                 report = report_without_lead(findings, why)
+                review.append({"step": self.cfg.writer, "reason": f"{why}; the report is the sub-agents' findings, unedited"})
                 record = _record(self.writer, self.cfg.writer, None, None, exc if not isinstance(exc, TimeoutError) else _timeout(why), started)
         report, citation_notes = check_citations(report, sources)
         cuts += citation_notes
@@ -271,7 +286,12 @@ class _Research:
             cuts.append(f"{len(follow_up)} follow-up question(s) not researched (max_rounds={self.cfg.max_rounds})")
         all_cuts = [*state.get("cuts", []), *cuts]
         output = self._output(question, report, findings, sources, all_cuts, rounds=round_)
+        if not next_plan and not any(f["ok"] for f in findings):  # the last round: was anything found at all?
+            failed = "; ".join(f"{f['id']}: {f.get('error')}" for f in findings) or "no sub-agent ran"
+            review.append({"step": "research", "reason": f"every sub-agent failed ({failed})"})
         update: dict[str, Any] = {"outputs": {self.cfg.writer: output}, "cuts": cuts, "plan": next_plan, "round": round_ + (1 if next_plan else 0)}
+        if review:
+            update["review"] = review
         if record is not None:
             update["steps"] = [{**record, "output": output}]
         return update

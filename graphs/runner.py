@@ -23,30 +23,36 @@ from opentelemetry.trace import Status, StatusCode
 from langgraph.graph.state import CompiledStateGraph
 
 from flotilla.agents.agent import Agent
-from flotilla.agents.models.policy import RunPolicy, run_scope
+from flotilla.agents.models.policy import RunLedger, RunPolicy, run_scope
 from flotilla.agents.models.registry import ModelRegistry
 from flotilla.audit.errors import FlotillaError, InvalidInput
-from flotilla.audit.runs import RunStore
+from flotilla.audit.runs import DONE, RAW, RunRecord, RunStore
 from flotilla.audit.telemetry import Telemetry
 from flotilla.graphs.build import build_agents
 from flotilla.graphs.compile import RailsHook, StepFailed, compile_workflow
+from flotilla.graphs.factory import WorkflowContext, compile_python
 from flotilla.graphs.progress import progress_sink
 from flotilla.graphs.research import compile_research
 from flotilla.graphs.spec import WorkflowSpec
-from flotilla.guardrails.base import GuardrailViolation, RailPoint
+from flotilla.graphs.status import FINISHED, RunStatus, review_error
+from flotilla.guardrails.base import GuardrailViolation, RailPoint, own_messages
 
 if TYPE_CHECKING:
     from flotilla.tools import ToolHub
 
-__all__ = ["WorkflowRunner", "RunResult", "RunEvent", "RunNotFound"]
+__all__ = ["WorkflowRunner", "RunResult", "RunEvent", "RunNotFound", "RunNotResumable"]
 
 log = logging.getLogger(__name__)
 
-Status_ = Literal["succeeded", "failed", "blocked"]
+Status_ = RunStatus  # the one status model: graphs/status.py
 
 
 class RunNotFound(FlotillaError):
     code = "run_not_found"
+
+
+class RunNotResumable(FlotillaError):
+    code = "run_not_resumable"
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,14 +138,20 @@ class WorkflowRunner:
         if self._saver is None:
             self._saver_cm = AsyncSqliteSaver.from_conn_string(str(self.checkpoint_path))
             self._saver = await self._saver_cm.__aenter__()
+            await self._saver.conn.execute("PRAGMA secure_delete=ON")  # deleted checkpoints leave no bytes behind
             self._saver_loop = loop
-        key = (str(spec.source or spec.name), version)
+        key = (str(spec.source or spec.factory or spec.name), version)
         if key not in self._compiled:
             agents = build_agents(spec, self.registry, self.tools)
             if self.rails is not None:
                 self.rails.configure_workflow(spec.name, spec.rails)
-            compile_graph = compile_research if spec.kind == "research" else compile_workflow
-            graph = compile_graph(spec, agents, self.telemetry.tracer, rails=self.rails, checkpointer=self._saver)
+            if spec.kind == "python":  # the factory builds its agents through the context
+                ctx = WorkflowContext(spec.name, self.registry, self.telemetry.tracer, rails=self.rails, tools=self.tools)
+                graph = compile_python(spec, ctx, checkpointer=self._saver)
+                agents = ctx.agents
+            else:
+                compile_graph = compile_research if spec.kind == "research" else compile_workflow
+                graph = compile_graph(spec, agents, self.telemetry.tracer, rails=self.rails, checkpointer=self._saver)
             self._compiled[key] = (agents, graph)
         return self._compiled[key]
 
@@ -178,10 +190,22 @@ class WorkflowRunner:
         record = self.runs.get_run(run_id)
         if record is None:
             raise RunNotFound(f"no run {run_id!r}; `flotilla audit runs` lists runs")
-        if record.status == "succeeded":
-            return RunResult(run_id, record.workflow, "succeeded", record.output, record.steps, None, ["run already succeeded"])
+        if record.status in FINISHED:  # the graph ran to its end: nothing to continue
+            return RunResult(run_id, record.workflow, record.status, record.output, record.steps, record.error, [f"run already finished: {record.status}"])  # type: ignore[arg-type]
+        # A finished run's stored input follows the content policy; its checkpoint holds what the graph ran on.
+        data = record.input if record.content in (RAW, "full") else await self._checkpointed_input(spec, record)
         self.runs.mark_running(run_id)
-        return await self._execute(spec, run_id, record.input, initiator=record.initiator, on_event=on_event, resume=True)
+        return await self._execute(spec, run_id, data, initiator=record.initiator, on_event=on_event, resume=True)
+
+    async def _checkpointed_input(self, spec: WorkflowSpec, record: RunRecord) -> str:
+        _, graph = await self._graph(spec, spec.version())
+        text = (await graph.aget_state({"configurable": {"thread_id": record.run_id}})).values.get("input")
+        if not text:
+            raise RunNotResumable(
+                f"run {record.run_id} ended before its first step and its input is not kept (audit content policy "
+                f"{record.content!r}); start it again with `flotilla run`"
+            )
+        return text
 
     async def _execute(
         self,
@@ -207,6 +231,8 @@ class WorkflowRunner:
             span.set_attributes(
                 {
                     "gen_ai.operation.name": "invoke_workflow",
+                    "gen_ai.workflow.name": spec.name,
+                    "gen_ai.conversation.id": run_id,  # a run is the conversation; every child span inherits it
                     "flotilla.run_id": run_id,
                     "flotilla.workflow": spec.name,
                     "flotilla.workflow_version": spec.version(),
@@ -215,8 +241,8 @@ class WorkflowRunner:
                     "flotilla.resumed": resume,
                 }
             )
-            await emit("started", workflow=spec.name, resumed=resume)
             try:
+                await emit("started", workflow=spec.name, resumed=resume)
                 agents, graph = await self._graph(spec, spec.version())
                 for agent in agents.values():
                     if agent.binding.fallback:
@@ -224,19 +250,30 @@ class WorkflowRunner:
                         if notice not in result.notices:
                             result.notices.append(notice)
                             await emit("notice", message=notice)
+                rail_notices = getattr(self.rails, "notices", None)  # engines off for an extra not installed
+                for notice in rail_notices(spec.name) if rail_notices is not None else []:
+                    if notice not in result.notices:
+                        result.notices.append(notice)
+                        await emit("notice", message=notice)
                 text = self.decode_input(data, spec)
                 raw = text
-                if self.rails is not None:
-                    text = await self.rails.check(RailPoint.INPUT, text, workflow=spec.name)
                 config = {"configurable": {"thread_id": run_id}, "recursion_limit": spec.settings.max_steps}
-                # The run flag is kept in the checkpoint, so a resumed confidential run stays confidential.
-                start: dict[str, Any] | None = {"input": text, "outputs": {}, "steps": [], "confidential": confidential}
-                if resume:
-                    snapshot = await graph.aget_state(config)
-                    if snapshot.values:
-                        result.steps, start = list(snapshot.values.get("steps", [])), None
-                        confidential = confidential or bool(snapshot.values.get("confidential"))
+                # The run flag is kept in the checkpoint, so a resumed confidential run stays
+                # confidential — read before the input rails, which obey it too.
+                resumed_from = (await graph.aget_state(config)).values if resume else None
+                if resumed_from:
+                    result.steps = list(resumed_from.get("steps", []))
+                    confidential = confidential or bool(resumed_from.get("confidential"))
+                ledger = RunLedger()
+                if self.rails is not None:
+                    # Rails obey the run's locality policy as agents do: a rail engine's model call
+                    # goes through the same guard (and PII the input rail finds applies at once).
+                    with run_scope(self._policy(spec, confidential, pii=False), ledger):
+                        text = await self.rails.check(RailPoint.INPUT, text, workflow=spec.name)
+                start: dict[str, Any] | None = None if resumed_from else {"input": text, "outputs": {}, "steps": [], "confidential": confidential}
                 policy = self._policy(spec, confidential, pii=text != raw)
+                if start is not None:  # checkpointed: a resumed run (whose input was redacted) stays as confidential
+                    start["confidential"] = policy.confidential
                 if policy.confidential:
                     span.set_attributes({"flotilla.sensitivity": "confidential", "flotilla.sensitivity.reason": policy.reason})
                 final: dict[str, Any] = {}
@@ -246,7 +283,7 @@ class WorkflowRunner:
                     payload = dict(payload)
                     pending.append(asyncio.ensure_future(emit(payload.pop("kind", "notice"), **payload)))
 
-                with run_scope(policy) as ledger, progress_sink(on_progress):
+                with run_scope(policy, ledger), progress_sink(on_progress):
                     try:
                         async for mode, chunk in graph.astream(start, config, stream_mode=["updates", "values"]):
                             if mode == "values":
@@ -261,9 +298,24 @@ class WorkflowRunner:
                         await asyncio.gather(*pending, return_exceptions=True)
                 output = self._select_output(spec, final)
                 if self.rails is not None:
-                    checked = await self.rails.check(RailPoint.OUTPUT, json.dumps(output, ensure_ascii=False), workflow=spec.name)
+                    # The output may repeat failed steps' error messages (research gaps): flotilla's
+                    # own text, which redaction must leave readable.
+                    errors = [step["error"]["message"] for step in result.steps if isinstance(step.get("error"), dict)]
+                    with run_scope(policy, ledger), own_messages(errors):
+                        checked = await self.rails.check(RailPoint.OUTPUT, json.dumps(output, ensure_ascii=False), workflow=spec.name)
+                    span.set_attributes(ledger.span_attributes())  # now with the output rails' model calls
                     output = json.loads(checked)
                 result.output, result.status = output, "succeeded"
+                review = list(final.get("review") or [])
+                if review:  # the work finished, but not so a person would accept it as is
+                    result.status, result.error = "needs_review", review_error(review)
+            except asyncio.CancelledError:
+                # Ctrl-C or an MCP client's cancellation: keep the run's record honest, then let it unwind.
+                result.status = "cancelled"
+                result.error = {"type": "Cancelled", "code": "cancelled", "message": "the run was cancelled before it finished; resume it to continue"}
+                span.set_attribute("flotilla.status", result.status)
+                self.runs.finish_run(run_id, result.status, result.steps, error=result.error)
+                raise
             except StepFailed as exc:
                 result.steps.append(exc.record)
                 await emit("step", **exc.record)
@@ -272,15 +324,27 @@ class WorkflowRunner:
                 self._fail(result, exc)
             if result.status == "succeeded":
                 span.set_status(Status(StatusCode.OK))
+            elif result.status == "needs_review":  # not an error: the span stays UNSET, the status says why
+                span.set_attribute("flotilla.review.reasons", [f"{r['step']}: {r['reason']}" for r in result.error["reasons"]])
             else:
                 span.set_status(Status(StatusCode.ERROR, (result.error or {}).get("message", "")))
                 span.set_attribute("error.type", (result.error or {}).get("type", "error"))
             span.set_attribute("flotilla.status", result.status)
         # No flush here: spans reach the audit store and OTLP in the background (redaction can
         # take seconds); the runtime flushes on shutdown.
-        self.runs.finish_run(run_id, result.status, result.steps, output=result.output, error=result.error)
+        # In a thread: redacting what the run store keeps can take a while, and other runs share the loop.
+        await asyncio.to_thread(self.runs.finish_run, run_id, result.status, result.steps, output=result.output, error=result.error)
+        if result.status in DONE and self._saver is not None:
+            await self._forget_checkpoint(run_id)
         await emit("finished", status=result.status, error=result.error)
         return result
+
+    async def _forget_checkpoint(self, run_id: str) -> None:
+        """Nothing is left to resume: the checkpoint's raw state goes (retention of checkpoints)."""
+        try:
+            await self._saver.adelete_thread(run_id)  # type: ignore[union-attr]
+        except Exception:  # noqa: BLE001 — the run's outcome stands; `audit prune` removes it later
+            log.warning("could not delete the checkpoint of run %s", run_id, exc_info=True)
 
     @staticmethod
     def _policy(spec: WorkflowSpec, flag: bool, *, pii: bool) -> RunPolicy:

@@ -133,19 +133,37 @@ class ResearchSettings(_Strict):
 
 class WorkflowSpec(_Strict):
     name: str = Field(pattern=r"^[a-z][a-z0-9_-]*$")
-    kind: Literal["workflow", "research"] = "workflow"
-    """`workflow`: agents joined by edges. `research`: lead fan-out (see the `research:` section)."""
+    kind: Literal["workflow", "research", "python"] = "workflow"
+    """`workflow`: agents joined by edges. `research`: lead fan-out (see the `research:` section).
+    `python`: a LangGraph built by a Python factory (`factory:`; see graphs/factory.py)."""
     description: str = ""
     input: InputSpec = Field(default_factory=InputSpec)
     entry: str | None = None
     output: str | None = None
     """The agent whose output is the workflow's output (default: the last one that ran)."""
-    agents: dict[str, AgentSpec] = Field(min_length=1)
+    agents: dict[str, AgentSpec] = Field(default_factory=dict)
+    """At least one, except in a Python workflow (its factory builds its own agents)."""
+    factory: str | None = None
+    """`kind: python`: `package.module:name` of the graph factory (a `@python_workflow` or a
+    function taking a `WorkflowContext` and returning an uncompiled StateGraph)."""
     edges: list[EdgeSpec] = Field(default_factory=list)
     settings: WorkflowSettings = Field(default_factory=WorkflowSettings)
     rails: dict[str, Any] | None = None
     """Guardrail configuration for this workflow (see guardrails/)."""
     research: ResearchSettings | None = None
+
+    @model_validator(mode="after")
+    def _agents_or_factory(self) -> WorkflowSpec:
+        if self.kind == "python":
+            if not self.factory:
+                raise ValueError("a `kind: python` workflow needs `factory: package.module:name`")
+            if self.agents or self.edges:
+                raise ValueError("a `kind: python` workflow builds its agents and edges in its factory; remove `agents:` and `edges:`")
+        elif self.factory is not None:
+            raise ValueError("`factory:` needs `kind: python`")
+        elif not self.agents:
+            raise ValueError("`agents:` needs at least one agent")
+        return self
 
     @model_validator(mode="after")
     def _research_section(self) -> WorkflowSpec:
@@ -203,7 +221,22 @@ class WorkflowSpec(_Strict):
                 path = self.base_dir / ref
                 if path.is_file():
                     digest.update(path.read_bytes())
+        if self.factory:  # a Python workflow's version follows its factory module's source
+            origin = _module_file(self.factory.partition(":")[0])
+            if origin is not None:
+                digest.update(origin.read_bytes())
         return digest.hexdigest()[:12]
+
+
+def _module_file(module: str) -> Path | None:
+    from importlib.util import find_spec
+
+    try:
+        found = find_spec(module)
+    except (ImportError, ValueError):
+        return None
+    origin = Path(found.origin) if found is not None and found.origin else None
+    return origin if origin is not None and origin.is_file() else None
 
 
 class SpecProblem(BaseModel):

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Protocol, runtime_checkable
 
 from flotilla.audit.errors import FlotillaError
 
-__all__ = ["RailPoint", "Verdict", "Rail", "GuardrailViolation"]
+__all__ = ["RailPoint", "Verdict", "Rail", "GuardrailViolation", "own_messages", "current_own_messages"]
 
 
 class RailPoint(StrEnum):
@@ -60,9 +63,31 @@ class GuardrailViolation(FlotillaError):
 
     def __init__(self, verdict: Verdict, point: RailPoint) -> None:
         reason = verdict.detail or verdict.rule
-        super().__init__(f"blocked at {point.value} by {verdict.engine} ({verdict.rule}): {reason}")
+        raw = verdict.attributes.get("raw") if verdict.rule == "unparseable" else None
+        super().__init__(f"blocked at {point.value} by {verdict.engine} ({verdict.rule}): {reason}", quoted=raw)
         self.verdict = verdict
         self.point = point
 
     def to_dict(self) -> dict[str, str]:
         return {**super().to_dict(), "engine": self.verdict.engine, "rule": self.verdict.rule, "point": self.point.value}
+
+
+_own: contextvars.ContextVar[tuple[str, ...]] = contextvars.ContextVar("flotilla_own_messages", default=())
+
+
+@contextlib.contextmanager
+def own_messages(messages: Iterable[str]) -> Iterator[None]:
+    """Inside, these texts are flotilla's own messages (a failed step's error, say) wherever they
+    appear in a checked text: redaction leaves them intact and still redacts around them.
+
+    They never carry user content (that travels in `FlotillaError.quoted`), so nothing private
+    hides in them; without this, Presidio reads "Invalid JSON" as a person's name."""
+    token = _own.set(tuple(m for m in messages if m))
+    try:
+        yield
+    finally:
+        _own.reset(token)
+
+
+def current_own_messages() -> tuple[str, ...]:
+    return _own.get()

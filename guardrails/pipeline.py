@@ -3,11 +3,14 @@
 Order at a point: PII redaction first (so nothing after it — a non-local model, the audit store —
 sees raw PII), then the blocking detectors (YARA, classifier, Llama Guard, NeMo), then the
 tool-result screen (quarantine wraps the final text). The first block stops the chain. Every
-decision, including "disabled", becomes a `flotilla.rail` span event on the current span.
+decision, including "disabled", becomes a `gen_ai.guardrail.result` span event on the current
+span (names in audit/semconv.py).
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -16,10 +19,12 @@ from typing import Any
 from opentelemetry import trace
 
 from flotilla.agents.models.base import ModelClient
+from flotilla.agents.models.policy import Route, confidential_scope, current_policy
 from flotilla.audit.errors import ConfigError
-from flotilla.audit.semconv import RAIL_EVENT, WORKFLOW, rail_attributes
+from flotilla.audit.semconv import MODEL_LOCAL, RAIL_EVENT, WORKFLOW, rail_attributes
 from flotilla.guardrails.base import GuardrailViolation, Rail, RailPoint, Verdict
 from flotilla.guardrails.config import RailsConfig, load_rails_config, merge_overrides
+from flotilla.guardrails.extras import missing_extra, require_explicit_extras, tool_screen_note
 
 __all__ = ["RailsPipeline", "RailsReport", "EngineFactory", "Guardrails"]
 
@@ -55,6 +60,7 @@ class RailsReport:
                     "transformed": v.text is not None,
                     **({"detail": v.detail} if v.detail else {}),
                     **({"model_calls": v.attributes["model_calls"]} if "model_calls" in v.attributes else {}),
+                    **{k: v.attributes[k] for k in ("model_alias", "model_local", "rerouted") if k in v.attributes},
                 }
                 for v in self.verdicts
             ],
@@ -70,7 +76,18 @@ class _Slot:
     points: frozenset[RailPoint]
     build: Callable[[], Rail]
     disabled_reason: str = ""
+    note: str = ""
+    """Runs, but with less than configured (e.g. a signal whose extra is not installed)."""
+    missing_extra: str = ""
+    """Off because this extra is not installed (the run tells its user)."""
     cache: dict[str, Rail] = field(default_factory=dict)
+
+    def without_missing_extra(self) -> _Slot:
+        """Enabled only by default but its libraries are not installed: off, with the install hint."""
+        error = missing_extra(self.name) if self.enabled else None
+        if error is None:
+            return self
+        return dataclasses.replace(self, enabled=False, disabled_reason=f"{error.message}; this check did not run", missing_extra=error.extra)
 
     def rail(self) -> Rail:
         if "rail" not in self.cache:
@@ -80,6 +97,41 @@ class _Slot:
 
 def _disabled(name: str, why: str) -> Verdict:
     return Verdict(engine=name, rule="disabled", allowed=True, latency_ms=0.0, enabled=False, detail=why)
+
+
+def rail_locality(rail: Rail) -> tuple[dict[str, Any], Route]:
+    """Which model an engine would use now, whether it is local, and where its call would go.
+
+    An engine that calls a flotilla model exposes it as `model_client` (NeMo: its alias's
+    guarded client); one that runs a model in this process sets `in_process_model` (Llama Guard).
+    Engines with neither use no model and record nothing."""
+    client = getattr(rail, "model_client", None)
+    if client is None:
+        if getattr(rail, "in_process_model", False):
+            return {"model_alias": "in-process", "model_local": True}, "direct"
+        return {}, "direct"
+    alias = getattr(client, "alias", client.name)
+    route = getattr(client, "route", None)
+    if route is not None:
+        where: Route = route()
+    else:  # a bare client (tests, embedding): its own word on locality, and no fallback
+        local = bool(getattr(client, "local", False))
+        where = "refused" if current_policy().confidential and not local else "direct"
+    local = where == "rerouted" or (where == "direct" and bool(getattr(client, "local", False)))
+    return {"model_alias": alias, "model_local": local, **({"rerouted": True} if where == "rerouted" else {})}, where
+
+
+def _refused(engine: str, rail: Rail) -> Verdict:
+    """The safe answer when the engine's model may not see this run's text: block, send nothing."""
+    client = rail.model_client  # type: ignore[attr-defined]  # only engines with a model are refused
+    refuse = getattr(client, "refuse", None)
+    why = refuse().message if refuse is not None else (
+        f"model {client.name!r} is not local and this run is confidential ({current_policy().reason or 'policy'})"
+    )
+    return Verdict(
+        engine=engine, rule="remote-model-refused", allowed=False, latency_ms=0.0,
+        detail=f"{why}; the {engine} rail sent nothing and the run stops here",
+    )
 
 
 def _record(point: RailPoint, verdict: Verdict, workflow: str | None, agent: str | None) -> None:
@@ -97,6 +149,11 @@ def _record(point: RailPoint, verdict: Verdict, workflow: str | None, agent: str
         attrs["gen_ai.agent.name"] = agent
     if "model_calls" in verdict.attributes:
         attrs["flotilla.rail.model_calls"] = int(verdict.attributes["model_calls"])
+    if "model_local" in verdict.attributes:  # the proof a confidential run's rails stayed local
+        attrs["flotilla.model_alias"] = str(verdict.attributes["model_alias"])
+        attrs[MODEL_LOCAL] = bool(verdict.attributes["model_local"])
+        if verdict.attributes.get("rerouted"):
+            attrs["flotilla.policy.rerouted"] = True
     span.add_event(RAIL_EVENT, attrs)
 
 
@@ -110,8 +167,15 @@ class RailsPipeline:
         """What is configured, for `flotilla validate` and operators: name, enabled, points."""
         return [
             {"engine": s.name, "enabled": s.enabled, "points": sorted(p.value for p in s.points),
-             **({"disabled_reason": s.disabled_reason or f"rails.{s.name}.enabled is false"} if not s.enabled else {})}
+             **({"disabled_reason": s.disabled_reason or f"rails.{s.name}.enabled is false"} if not s.enabled else {}),
+             **({"note": s.note} if s.enabled and s.note else {})}
             for s in self._slots
+        ]
+
+    def notices(self) -> list[str]:
+        """What a run should tell its user: engines off for a missing extra, engines running reduced."""
+        return [f"rail {s.name} is off: {s.disabled_reason}" for s in self._slots if s.missing_extra] + [
+            f"rail {s.name}: {s.note}" for s in self._slots if s.enabled and s.note
         ]
 
     async def warm_up(self) -> None:
@@ -128,7 +192,15 @@ class RailsPipeline:
     async def run(self, point: RailPoint, text: str, *, workflow: str | None = None, agent: str | None = None) -> RailsReport:
         started = time.perf_counter()
         verdicts: list[Verdict] = []
-        current = text
+        with contextlib.ExitStack() as scope:  # ends the confidential scope the chain may enter
+            blocked, current = await self._chain(point, text, verdicts, scope, workflow, agent)
+        return RailsReport(
+            point=point, allowed=blocked is None, text=current, verdicts=verdicts,
+            latency_ms=(time.perf_counter() - started) * 1000, blocked_by=blocked,
+        )
+
+    async def _chain(self, point: RailPoint, current: str, verdicts: list[Verdict], scope: contextlib.ExitStack,
+                     workflow: str | None, agent: str | None) -> tuple[Verdict | None, str]:
         blocked: Verdict | None = None
         for slot in self._slots:
             if point not in slot.points:
@@ -137,7 +209,12 @@ class RailsPipeline:
                 verdict = _disabled(slot.name, slot.disabled_reason or f"{slot.name} is configured off (rails.{slot.name}.enabled: false)")
             else:
                 try:
-                    verdict = await slot.rail().check(current, point=point)
+                    rail = slot.rail()
+                    # The run's locality policy applies to rails as to agents: decided before the
+                    # engine sees the text, so a refused engine never starts.
+                    locality, route = rail_locality(rail)
+                    verdict = _refused(slot.name, rail) if route == "refused" else await rail.check(current, point=point)
+                    verdict = dataclasses.replace(verdict, attributes={**verdict.attributes, **locality})
                 except ConfigError:
                     raise
                 except Exception as exc:  # an engine that cannot decide fails closed, and says why
@@ -150,10 +227,11 @@ class RailsPipeline:
                 break
             if verdict.text is not None:
                 current = verdict.text
-        return RailsReport(
-            point=point, allowed=blocked is None, text=current, verdicts=verdicts,
-            latency_ms=(time.perf_counter() - started) * 1000, blocked_by=blocked,
-        )
+            if point is RailPoint.INPUT and verdict.attributes.get("entities"):
+                # PII in the workflow input makes the run confidential (the runner's policy says
+                # so for the agents); the engines after this one must already obey it.
+                scope.enter_context(confidential_scope("input rail found PII"))
+        return blocked, current
 
     async def check(self, point: RailPoint, text: str, *, workflow: str | None = None, agent: str | None = None) -> str:
         report = await self.run(point, text, workflow=workflow, agent=agent)
@@ -197,21 +275,23 @@ class EngineFactory:
         return self._shared(key, lambda: YaraRail(rulesets=y.rulesets, rules_dir=y.rules_dir, points=y.points, point_rulesets=y.point_rulesets))
 
     def pipeline(self, cfg: RailsConfig) -> RailsPipeline:
-        from flotilla.guardrails.classifier import InjectionClassifierRail
-        from flotilla.guardrails.llama_guard import LlamaGuardRail
-        from flotilla.guardrails.pii import PresidioRail, build_analyzer
-        from flotilla.guardrails.tool_screen import ToolResultScreen
-
+        # Engines import their libraries when first built: listing them (`flotilla validate`) loads nothing.
         p, t, n, lg = cfg.presidio, cfg.tool_screen, cfg.nemo, cfg.llama_guard
+        screen_yara = t.use_yara and missing_extra("yara") is None
+        screen_classifier = t.use_classifier and missing_extra("injection-classifier") is None
 
         def presidio() -> Rail:
+            from flotilla.guardrails.pii import PresidioRail, build_analyzer
+
             analyzer = self._shared(("analyzer", p.spacy_model), lambda: build_analyzer(p.spacy_model))
             return PresidioRail(entities=p.entities, score_threshold=p.score_threshold, points=p.points, analyzer=analyzer)
 
         def tool_screen() -> Rail:
+            from flotilla.guardrails.tool_screen import ToolResultScreen
+
             return ToolResultScreen(
-                yara=self._yara(cfg) if t.use_yara else None,
-                classifier=self._classifier(cfg) if t.use_classifier else None,
+                yara=self._yara(cfg) if screen_yara else None,
+                classifier=self._classifier(cfg) if screen_classifier else None,
                 classifier_threshold=t.classifier_threshold, mode=t.mode, points=t.points,
             )
 
@@ -223,21 +303,28 @@ class EngineFactory:
                                   "construct Guardrails(model_resolver=...) or disable rails.nemo")
             return NemoRail(self.model_resolver(n.model), domain=n.domain, config_dir=n.config_dir, points=n.points)
 
+        def classifier() -> Rail:
+            from flotilla.guardrails.classifier import InjectionClassifierRail
+
+            return InjectionClassifierRail(self._classifier(cfg), points=cfg.injection_classifier.points)
+
         def llama_guard() -> Rail:
+            from flotilla.guardrails.llama_guard import LlamaGuardRail
+
             return self._shared(("llama-guard", lg.weights, tuple(lg.categories or ()), lg.on_unparseable, tuple(lg.points)),
                                 lambda: LlamaGuardRail(lg.weights, categories=lg.categories, on_unparseable=lg.on_unparseable, points=lg.points))
 
         slots = [
             _Slot("presidio", p.enabled, frozenset(p.points), presidio),
             _Slot("yara", cfg.yara.enabled, frozenset(cfg.yara.points), lambda: self._yara(cfg)),
-            _Slot("injection-classifier", cfg.injection_classifier.enabled, frozenset(cfg.injection_classifier.points),
-                  lambda: InjectionClassifierRail(self._classifier(cfg), points=cfg.injection_classifier.points)),
+            _Slot("injection-classifier", cfg.injection_classifier.enabled, frozenset(cfg.injection_classifier.points), classifier),
             _Slot("llama-guard", lg.enabled and lg.weights is not None, frozenset(lg.points), llama_guard,
                   "" if lg.weights or not lg.enabled else "no Llama Guard weights configured (rails.llama_guard.weights): this check did not run"),
             _Slot("nemo", n.enabled, frozenset(n.points), nemo),
-            _Slot("tool-result-screen", t.enabled, frozenset(t.points), tool_screen),
+            _Slot("tool-result-screen", t.enabled, frozenset(t.points), tool_screen,
+                  note=tool_screen_note(t.use_yara and not screen_yara, t.use_classifier and not screen_classifier)),
         ]
-        return RailsPipeline(slots)
+        return RailsPipeline([slot.without_missing_extra() for slot in slots])
 
 
 class Guardrails:
@@ -251,6 +338,8 @@ class Guardrails:
     def __init__(self, base: dict[str, Any] | RailsConfig | None = None, *, model_resolver: ModelResolver | None = None,
                  factory: EngineFactory | None = None) -> None:
         self.factory = factory or EngineFactory(model_resolver=model_resolver)
+        if isinstance(base, dict):
+            require_explicit_extras(base)
         self._base = base if isinstance(base, RailsConfig) else load_rails_config(base)
         self._base_raw: dict[str, Any] = self._base.model_dump(mode="json", exclude_none=True)
         self._configs: dict[str, RailsConfig] = {}
@@ -258,6 +347,7 @@ class Guardrails:
 
     def configure_workflow(self, workflow: str, overrides: dict[str, Any] | None) -> RailsConfig:
         """Validates now (a bad `rails:` section is a ConfigError at load, not mid-run)."""
+        require_explicit_extras(overrides)
         config = load_rails_config(merge_overrides(self._base_raw, overrides or {}))
         self._configs[workflow] = config
         self._pipelines.pop(workflow, None)
@@ -268,6 +358,10 @@ class Guardrails:
             config = self._configs.get(workflow, self._base) if workflow else self._base
             self._pipelines[workflow] = self.factory.pipeline(config)
         return self._pipelines[workflow]
+
+    def notices(self, workflow: str | None = None) -> list[str]:
+        """Engines of this workflow that are off or reduced because an extra is not installed."""
+        return self.pipeline(workflow).notices()
 
     async def warm_up(self, workflow: str | None = None) -> None:
         """Load the workflow's engines ahead of the first run (optional; otherwise they load on first use)."""

@@ -3,7 +3,12 @@
 A tool call runs the workflow on the input text and returns the run's output as structured
 content (plus the same JSON as text). Each finished agent step is a progress notification;
 a cancelled call (the client sends `notifications/cancelled`, or drops the HTTP stream)
-cancels the run, which is recorded as failed with code `cancelled`.
+cancels the run, which is recorded as `cancelled`.
+
+Statuses (graphs/status.py): `succeeded` returns the result; `needs_review` also returns it —
+the run finished and its output is real, so it is not a tool error — with `status` first, the
+reasons in `review`, and a first text block that says a person must check it; `failed` and
+`blocked` are tool errors (`isError`), naming the run so `flotilla audit` can show it.
 
 HTTP: `GatewayHttp` wraps the SDK's streamable-HTTP transport in a bearer-token check. With
 no token configured it refuses any non-loopback host. The token is compared in constant
@@ -20,13 +25,13 @@ import ipaddress
 import json
 import logging
 import uuid
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import Annotated, Any
 
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.server.streamable_http_manager import StreamableHTTPASGIApp
-from mcp_types import ToolAnnotations
+from mcp_types import CallToolResult, TextContent, ToolAnnotations
 from pydantic import BaseModel, Field
 from starlette.applications import Starlette
 from starlette.routing import Route
@@ -46,10 +51,11 @@ RunnerFactory = Callable[[], WorkflowRunner]
 class WorkflowToolResult(BaseModel):
     """What a workflow tool returns (structured content)."""
 
+    status: str = Field(description="succeeded, or needs_review: finished, but a person must check the output (see `review`).")
     run_id: str
     workflow: str
-    status: str
     output: Any = None
+    review: list[dict[str, str]] = Field(default_factory=list, description="Why the run needs review: each failing step and the reason.")
     steps: int = Field(description="Agent steps that ran.")
     notices: list[str] = Field(default_factory=list)
 
@@ -64,12 +70,16 @@ class Gateway:
         workflows: Sequence[str | WorkflowSpec] | None = None,
         initiator: str = "mcp",
         name: str = "flotilla",
+        registered: Mapping[str, str] | None = None,
     ) -> None:
+        """`workflows`: names, paths or specs to expose (default: every built-in and registered one).
+        `registered`: Python workflows by name → `module:factory` (flotilla.yaml `workflows:`)."""
         self._runner_factory = runner_factory
         self._runner: WorkflowRunner | None = None
         self._runner_lock = asyncio.Lock()
         self.initiator = initiator
-        specs = [w if isinstance(w, WorkflowSpec) else load_workflow(w) for w in (workflows or list_workflows())]
+        names = workflows or list_workflows(registered, python=True)
+        specs = [w if isinstance(w, WorkflowSpec) else load_workflow(w, registered) for w in names]
         self.workflows = {spec.name: spec for spec in specs}
         self.server = MCPServer(
             name=name,
@@ -103,24 +113,24 @@ class Gateway:
 
         async def run_workflow(
             input: Annotated[str, Field(description=spec.input.description)], ctx: Context
-        ) -> WorkflowToolResult:
+        ) -> Annotated[CallToolResult, WorkflowToolResult]:
             return await gateway._run(spec, input, ctx)
 
         description = " ".join((spec.description or f"Run the {spec.name} workflow.").split())
-        agents = ", ".join(spec.agents)
+        agents = f" (Agents: {', '.join(spec.agents)}.)" if spec.agents else ""  # a Python workflow builds its own
         self.server.add_tool(
             run_workflow,
             name=spec.name,
             title=spec.name.replace("_", " ").capitalize(),
-            description=f"{description} (Agents: {agents}.)",
+            description=f"{description}{agents}",
             annotations=ToolAnnotations(read_only_hint=False, idempotent_hint=False, destructive_hint=False, open_world_hint=False),
             structured_output=True,
         )
 
-    async def _run(self, spec: WorkflowSpec, text: str, ctx: Context) -> WorkflowToolResult:
+    async def _run(self, spec: WorkflowSpec, text: str, ctx: Context) -> CallToolResult:
         runner = await self.runner()
         run_id = uuid.uuid4().hex
-        total = None if spec.kind == "research" else len(spec.agents)
+        total = len(spec.agents) if spec.kind == "workflow" else None  # research fans out; Python builds its own
         steps: list[dict[str, Any]] = []
 
         async def on_event(event: RunEvent) -> None:
@@ -134,28 +144,30 @@ class Gateway:
             await ctx.report_progress(len(steps), total, f"{event.data.get('agent', 'step')}: {status}")
 
         await ctx.report_progress(0, total, f"run {run_id} started")
-        try:
-            result = await runner.run(spec, text, run_id=run_id, initiator=self.initiator, on_event=on_event)
-        except asyncio.CancelledError:
-            # The client cancelled: keep the run's record honest, then let cancellation unwind.
-            error = {"type": "Cancelled", "code": "cancelled", "message": "cancelled by the MCP client"}
-            with contextlib.suppress(Exception):
-                runner.runs.finish_run(run_id, "failed", steps, error=error)
-            raise
-        if result.status != "succeeded":
+        # A cancelled call cancels this task: the runner records the run as `cancelled` and re-raises.
+        result = await runner.run(spec, text, run_id=run_id, initiator=self.initiator, on_event=on_event)
+        if result.status not in ("succeeded", "needs_review"):
             error = result.error or {}
             raise ToolError(
                 f"run {result.run_id} {result.status}: {error.get('message', 'no details')} "
                 f"({error.get('code', 'error')}; `flotilla audit` has the full record)"
             )
-        return WorkflowToolResult(
+        review = list((result.error or {}).get("reasons", [])) if result.status == "needs_review" else []
+        structured = WorkflowToolResult(
+            status=result.status,
             run_id=result.run_id,
             workflow=result.workflow,
-            status=result.status,
             output=result.output,
+            review=review,
             steps=len(result.steps),
             notices=result.notices,
-        )
+        ).model_dump(mode="json")
+        content = [TextContent(type="text", text=json.dumps(structured, ensure_ascii=False))]
+        if review:  # say it before the data, in words: a client model reading the text must not miss it
+            lines = "\n".join(f"- {r['step']}: {r['reason']}" for r in review)
+            warning = f"NEEDS REVIEW: run {result.run_id} finished, but a person must check its output before it is used:\n{lines}"
+            content.insert(0, TextContent(type="text", text=warning))
+        return CallToolResult(content=content, structured_content=structured)
 
 
 def _is_loopback(host: str) -> bool:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import sys
@@ -11,16 +10,19 @@ from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
+from flotilla.agents.models.quiet import QUIET_ENV
 from flotilla.audit.errors import ConfigError, FlotillaError
-from flotilla.graphs import check_spec, load_workflow
-from flotilla.graphs.spec import SpecError
-from flotilla.runtime.console import RunPrinter, print_result
-from flotilla.runtime.settings import load_settings
+
+# Commands import what they use inside their bodies: `flotilla --help` must not pay for LangGraph,
+# pydantic-settings or any model library (bench/bench_cli.py measures it).
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("NEMO_GUARDRAILS_NO_USAGE_STATS", "1")
+for _name, _value in QUIET_ENV.items():  # before any library imports tqdm: flotilla draws its own progress
+    os.environ.setdefault(_name, _value)
 
 app = typer.Typer(
     name="flotilla",
@@ -31,14 +33,21 @@ app = typer.Typer(
 )
 
 # Exit codes: distinct per outcome so scripts can tell them apart.
-EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_BLOCKED = 0, 1, 2, 3
-_STATUS_EXIT = {"succeeded": EXIT_OK, "failed": EXIT_FAILED, "blocked": EXIT_BLOCKED}
+EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_BLOCKED, EXIT_NEEDS_REVIEW, EXIT_WAITING, EXIT_CANCELLED = 0, 1, 2, 3, 4, 5, 130
+_STATUS_EXIT = {
+    "succeeded": EXIT_OK,
+    "failed": EXIT_FAILED,
+    "blocked": EXIT_BLOCKED,
+    "needs_review": EXIT_NEEDS_REVIEW,
+    "waiting_approval": EXIT_WAITING,
+    "cancelled": EXIT_CANCELLED,
+}
 
-err_console = Console(stderr=True)
+err_console = Console(stderr=True, soft_wrap=True)  # error lines stay whole in logs and pipes
 
 
 def fail(message: str, code: int = EXIT_INVALID) -> typer.Exit:
-    err_console.print(f"[red]error:[/] {message}", highlight=False)
+    err_console.print(f"[red]error:[/] {escape(message)}", highlight=False)
     return typer.Exit(code)
 
 
@@ -54,31 +63,57 @@ def _read_input(source: str) -> bytes:
 @app.command()
 def validate(workflow: Annotated[str, typer.Argument(help="Workflow YAML file or built-in name.")]) -> None:
     """Check a workflow file without running anything."""
+    from flotilla.graphs.build import check_spec
+    from flotilla.graphs.catalog import load_workflow
+    from flotilla.graphs.spec import SpecError
+    from flotilla.runtime.settings import load_settings
+
     try:
         settings = load_settings()
-        spec = load_workflow(workflow)
+        spec = load_workflow(workflow, settings.workflows)
         problems = check_spec(spec, set(settings.models) | {"embedded"}, tool_servers=settings.mcp_servers)
     except SpecError as exc:
         for problem in exc.problems:
-            err_console.print(f"[red]error:[/] {problem}", highlight=False)
+            err_console.print(f"[red]error:[/] {escape(str(problem))}", highlight=False)
         raise typer.Exit(EXIT_INVALID) from None
     except FlotillaError as exc:
         raise fail(exc.message) from None
     if problems:
         for problem in problems:
-            err_console.print(f"[red]error:[/] {problem}", highlight=False)
+            err_console.print(f"[red]error:[/] {escape(str(problem))}", highlight=False)
         raise typer.Exit(EXIT_INVALID)
     try:
         engines = _rails_engines(spec)
     except FlotillaError as exc:
         raise fail(f"{spec.source}: rails: {exc.message}") from None
     console = Console()
-    console.print(f"[green]ok[/] {spec.name}: {len(spec.agents)} agents, {len(spec.edges)} edges, version {spec.version()}")
+    shape = f"Python workflow from {spec.factory}" if spec.kind == "python" else f"{len(spec.agents)} agents, {len(spec.edges)} edges"
+    console.print(f"[green]ok[/] {spec.name}: {shape}, version {spec.version()}", highlight=False)
     for engine in engines:
         if engine["enabled"]:
-            console.print(f"  rail [bold]{engine['engine']}[/] on at {', '.join(engine['points'])}")
+            note = f" [yellow]({escape(engine['note'])})[/]" if engine.get("note") else ""
+            console.print(f"  rail [bold]{engine['engine']}[/] on at {', '.join(engine['points'])}{note}", highlight=False, soft_wrap=True)
         else:
-            console.print(f"  rail [bold]{engine['engine']}[/] [yellow]disabled[/]: {engine['disabled_reason']}")
+            console.print(f"  rail [bold]{engine['engine']}[/] [yellow]disabled[/]: {escape(engine['disabled_reason'])}", highlight=False, soft_wrap=True)
+    for warning in _missing_model_extras(spec, settings):
+        console.print(f"  [yellow]warning[/] {escape(warning)}", highlight=False, soft_wrap=True)
+
+
+def _missing_model_extras(spec, settings) -> list[str]:
+    """Agents whose model needs an extra that is not installed: valid, but a run would stop there."""
+    from flotilla.agents.models.registry import EXTRA_MODULES
+    from flotilla.audit.errors import MissingExtra
+
+    by_extra: dict[str, list[str]] = {}
+    for name, agent in spec.agents.items():
+        endpoint = settings.models.get(agent.model)
+        extra = "embedded" if endpoint is None or not endpoint.configured else endpoint.provider
+        by_extra.setdefault(extra, []).append(name)
+    warnings = []
+    for extra, agents in by_extra.items():
+        if extra in EXTRA_MODULES and (error := MissingExtra.check(f"the {extra} model", extra, *EXTRA_MODULES[extra])):
+            warnings.append(f"agent(s) {', '.join(agents)}: {error.message}")
+    return warnings
 
 
 def _rails_engines(spec) -> list[dict]:
@@ -98,6 +133,12 @@ def run(
     confidential: Annotated[bool, typer.Option("--confidential", help="No model call of this run may leave local models.")] = False,
 ) -> None:
     """Run a workflow on an input (or resume a run)."""
+    import asyncio
+
+    from flotilla.graphs.catalog import load_workflow
+    from flotilla.graphs.spec import SpecError
+    from flotilla.runtime.console import RunPrinter, print_result
+    from flotilla.runtime.settings import load_settings
     from flotilla.runtime.wiring import build_runtime  # imports LangGraph and the model stack
 
     if resume is None and (workflow is None or input is None):
@@ -109,9 +150,9 @@ def run(
             record = runtime.runs.get_run(resume)
             if record is None:
                 raise ConfigError(f"no run {resume!r} in {settings.data_dir}")
-            spec = load_workflow(workflow or record.workflow)
+            spec = load_workflow(workflow or record.workflow, settings.workflows)
         else:
-            spec = load_workflow(workflow)
+            spec = load_workflow(workflow, settings.workflows)
             data = _read_input(input)
     except SpecError as exc:
         raise fail(str(exc)) from None
@@ -129,6 +170,10 @@ def run(
 
     try:
         result = asyncio.run(go())
+    except KeyboardInterrupt:  # the runner has recorded the run as cancelled
+        raise fail("cancelled; the run is kept (`flotilla run --resume RUN_ID` continues it)", EXIT_CANCELLED) from None
+    except FlotillaError as exc:  # e.g. a run that cannot be resumed
+        raise fail(exc.message) from None
     finally:
         runtime.close()
     if as_json:
@@ -136,7 +181,7 @@ def run(
     else:
         print_result(console, result, str(runtime.trace_file))
     code = _STATUS_EXIT[result.status]
-    if result.error and result.error.get("code") == "invalid_input":
+    if result.error and result.error.get("code") in ("invalid_input", "missing_extra"):
         code = EXIT_INVALID
     raise typer.Exit(code)
 

@@ -6,21 +6,19 @@ import json
 import sys
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 from rich.tree import Tree
 
-from flotilla.audit.chain import SignedMark
 from flotilla.audit.errors import FlotillaError
-from flotilla.audit.export import RunNotFound, check_export, export_html, export_json
-from flotilla.audit.query import VERDICTS, RunFilter, list_runs
-from flotilla.audit.retention import prune as prune_all
-from flotilla.audit.store import AuditStore
-from flotilla.audit.tree import SpanNode, build_view
-from flotilla.runtime.settings import load_settings
+
+if TYPE_CHECKING:  # the commands import the audit store (SQLAlchemy) when they run, not at --help
+    from flotilla.audit.store import AuditStore
+    from flotilla.audit.tree import SpanNode
 
 __all__ = ["audit_app"]
 
@@ -34,19 +32,25 @@ out = Console()
 err = Console(stderr=True, soft_wrap=True)
 DATE_FORMATS = ["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M"]
 VERDICT_STYLE = {"allow": "green", "redact": "yellow", "block": "bold red"}
-STATUS_STYLE = {"succeeded": "green", "failed": "red", "blocked": "bold red", "running": "cyan", "interrupted": "yellow"}
+STATUS_STYLE = {
+    "succeeded": "green", "needs_review": "yellow", "waiting_approval": "cyan", "failed": "red", "blocked": "bold red",
+    "cancelled": "bright_black", "running": "cyan", "interrupted": "yellow",
+}
 
 
 def _fail(message: str, code: int = 2) -> typer.Exit:
-    err.print(f"[red]error:[/] {message}", highlight=False)
+    err.print(f"[red]error:[/] {escape(message)}", highlight=False)
     return typer.Exit(code)
 
 
 def _open() -> tuple[AuditStore, Path]:
+    from flotilla.audit.setup import open_audit_store
+    from flotilla.runtime.settings import load_settings
+
     try:
         settings = load_settings()
         key = settings.audit_hmac_key.get_secret_value() if settings.audit_hmac_key else None
-        return AuditStore(settings.audit_store_url, hmac_key=key), settings.data_dir
+        return open_audit_store(settings.audit_store_url, hmac_key=key), settings.data_dir
     except FlotillaError as exc:
         raise _fail(exc.message) from None
 
@@ -58,7 +62,7 @@ def _ms(value: float | None) -> str:
 @audit_app.command("runs")
 def runs_cmd(
     workflow: Annotated[Optional[str], typer.Option(help="Only this workflow.")] = None,
-    status: Annotated[Optional[str], typer.Option(help="succeeded, failed, blocked, running, interrupted.")] = None,
+    status: Annotated[Optional[str], typer.Option(help="succeeded, needs_review, waiting_approval, blocked, failed, cancelled, running, interrupted.")] = None,
     since: Annotated[Optional[datetime], typer.Option(formats=DATE_FORMATS, help="Started at or after (UTC).")] = None,
     until: Annotated[Optional[datetime], typer.Option(formats=DATE_FORMATS, help="Started before (UTC).")] = None,
     verdict: Annotated[Optional[str], typer.Option(help="Strongest rail verdict: allow, redact, block.")] = None,
@@ -70,6 +74,8 @@ def runs_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="One JSON array on stdout.")] = False,
 ) -> None:
     """List runs, newest first."""
+    from flotilla.audit.query import VERDICTS, RunFilter, list_runs
+
     if verdict and verdict not in VERDICTS:
         raise _fail(f"--verdict must be one of {', '.join(VERDICTS)}")
     store, _ = _open()
@@ -111,8 +117,10 @@ def _label(node: SpanNode, start_ns: int) -> str:
     if node.failed:
         parts.append(f"[red]error: {node.span.get('status_message', '')}[/]")
     for rail in node.rails:
-        v = rail.get("flotilla.rail.verdict")
-        parts.append(f"[{VERDICT_STYLE.get(v, 'white')}]{rail.get('flotilla.rail.engine')}:{rail.get('flotilla.rail.rule')}={v}[/]")
+        v = rail["verdict"]
+        parts.append(f"[{VERDICT_STYLE.get(v, 'white')}]{rail['engine']}:{rail['rule']}={v}[/]")
+    for check in node.evaluations:
+        parts.append(f"[{'green' if check['label'] == 'pass' else 'yellow'}]{check['name']}={check['label']}[/]")
     return "  ".join(parts)
 
 
@@ -122,6 +130,9 @@ def show_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="The run's records as JSON.")] = False,
 ) -> None:
     """A run's span tree with timings, rail verdicts, tokens and cost."""
+    from flotilla.audit.export import export_json
+    from flotilla.audit.tree import build_view
+
     store, _ = _open()
     records = store.run_records(run_id)
     summary = store.run_summary(run_id)
@@ -160,6 +171,8 @@ def verify_cmd(
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Check the whole hash chain; exits 1 and names the first broken record if anything was changed."""
+    from flotilla.audit.chain import SignedMark
+
     if export is not None:
         _verify_export(export)
     store, _ = _open()
@@ -183,6 +196,9 @@ def verify_cmd(
 
 
 def _verify_export(path: Path) -> None:
+    from flotilla.audit.export import check_export
+    from flotilla.runtime.settings import load_settings
+
     try:
         bundle = json.loads(path.read_text(encoding="utf-8"))
         settings = load_settings()
@@ -224,6 +240,8 @@ def export_cmd(
     out_file: Annotated[Optional[Path], typer.Option("--out", "-o", help="File to write, - for stdout (default flotilla-audit-RUN.FORMAT).")] = None,
 ) -> None:
     """Export one run as a single self-contained file."""
+    from flotilla.audit.export import RunNotFound, export_html, export_json
+
     if fmt not in ("json", "html"):
         raise _fail("--format must be json or html")
     store, _ = _open()
@@ -241,25 +259,53 @@ def export_cmd(
 
 @audit_app.command("prune")
 def prune_cmd(
-    before: Annotated[datetime, typer.Option(formats=DATE_FORMATS, help="Remove records older than this (UTC).")],
+    before: Annotated[datetime, typer.Option(formats=DATE_FORMATS, help="Remove everything older than this (UTC).")],
     checkpoints: Annotated[bool, typer.Option("--checkpoints/--no-checkpoints", help="Also delete LangGraph checkpoints of the finished runs pruned.")] = True,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask.")] = False,
 ) -> None:
-    """Remove old records, leaving a signed checkpoint so the rest still verifies."""
+    """Remove everything older than a date from every store (audit records, runs, checkpoints, trace file, spool),
+    leaving a signed checkpoint so the rest still verifies. Unfinished runs are kept."""
+    from flotilla.audit.retention import prune as prune_all
+    from flotilla.audit.retention import sqlite_checkpointer
+    from flotilla.audit.runs import RunStore
+    from flotilla.runtime.settings import load_settings
+
     store, data_dir = _open()
-    if not yes and not typer.confirm(f"Permanently remove audit records older than {before:%Y-%m-%d %H:%M} UTC?"):
+    question = f"Permanently remove audit records, runs, checkpoints and trace lines older than {before:%Y-%m-%d %H:%M} UTC?"
+    if not yes and not typer.confirm(question):
         raise typer.Exit(1)
+    saver_file = data_dir / "checkpoints.sqlite"
     try:
-        report = prune_all(store, before, checkpoints=data_dir / "checkpoints.sqlite" if checkpoints else None)
+        runs = RunStore(load_settings().run_store_url)
+        report = prune_all(
+            store,
+            before,
+            runs=runs,
+            checkpoints=sqlite_checkpointer(saver_file) if checkpoints and saver_file.is_file() else None,
+            traces=data_dir / "traces.jsonl",
+            spool=data_dir / "audit-spool.jsonl",
+        )
+        runs.engine.dispose()
     except FlotillaError as exc:
         raise _fail(exc.message) from None
     a = report.audit
-    if a.pruned == 0:
+    if not report.removed_anything:
         out.print("nothing to prune")
-        return
-    out.print(
-        f"pruned {a.pruned} records (through #{a.through_seq}), {len(a.runs_removed)} finished runs; "
-        f"LangGraph checkpoints removed for {len(report.checkpoint_threads)} runs; signed checkpoint left",
-        highlight=False,
-        soft_wrap=True,
-    )
+    else:
+        lines = [
+            f"audit store: pruned {a.pruned} records (through #{a.through_seq}), {len(a.runs_removed)} finished runs; signed checkpoint left"
+            if a.pruned else "audit store: nothing older",
+            f"run store: removed {len(report.runs_removed)} finished runs (input, steps, output)",
+            f"LangGraph checkpoints removed for {len(report.checkpoint_threads)} runs",
+            f"trace file: removed {report.traces.lines} span lines ({report.traces.files} rotated files deleted)",
+            f"audit spool: removed {report.spool_records} records",
+        ]
+        for line in lines:
+            out.print(line, highlight=False, soft_wrap=True)
+    if report.unfinished_kept:
+        shown = ", ".join(report.unfinished_kept[:10]) + (" …" if len(report.unfinished_kept) > 10 else "")
+        out.print(
+            f"[yellow]kept[/] {len(report.unfinished_kept)} unfinished runs (running or waiting) started before the cut-off: {shown}",
+            highlight=False,
+            soft_wrap=True,
+        )

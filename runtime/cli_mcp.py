@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from flotilla.audit.errors import FlotillaError
-from flotilla.runtime.settings import load_settings
 
 __all__ = ["mcp_app", "TOKEN_ENV"]
 
@@ -27,7 +26,10 @@ def serve_mcp(
     workflow: Annotated[list[str] | None, typer.Option("--workflow", "-w", help="Expose only these workflows.")] = None,
 ) -> None:
     """Every workflow becomes a tool: input text in, the run's output (structured) out."""
+    import asyncio
+
     from flotilla.mcp_servers.gateway import Gateway, GatewayHttp
+    from flotilla.runtime.settings import load_settings
     from flotilla.runtime.wiring import build_runtime
 
     try:
@@ -39,7 +41,7 @@ def serve_mcp(
             runtimes.append(runtime)
             return runtime.runner
 
-        gateway = Gateway(runner_factory, workflows=workflow or None, initiator="mcp:http" if http else "mcp:stdio")
+        gateway = Gateway(runner_factory, workflows=workflow or None, initiator="mcp:http" if http else "mcp:stdio", registered=settings.workflows)
         try:
             if not http:
                 asyncio.run(gateway.run_stdio())
@@ -54,5 +56,5 @@ def serve_mcp(
             for runtime in runtimes:
                 runtime.close()
     except FlotillaError as exc:
-        Console(stderr=True).print(f"[red]error:[/] {exc.message}", highlight=False)
+        Console(stderr=True).print(f"[red]error:[/] {escape(exc.message)}", highlight=False)
         raise typer.Exit(2) from None

@@ -1,17 +1,42 @@
-"""Rich rendering of runs for the terminal."""
+"""Rich rendering of runs for the terminal, and flotilla's own progress while something slow loads."""
 
 from __future__ import annotations
 
+import contextlib
 import json
-from typing import Any
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.panel import Panel
 from rich.syntax import Syntax
 
-from flotilla.graphs.runner import RunEvent, RunResult
+if TYPE_CHECKING:  # `loading` is used by wiring before any run exists; keep this module cheap
+    from flotilla.graphs.runner import RunEvent, RunResult
 
-__all__ = ["RunPrinter", "print_result"]
+__all__ = ["RunPrinter", "print_result", "STATUS_COLOUR", "loading"]
+
+
+@contextlib.contextmanager
+def loading(message: str) -> Iterator[None]:
+    """A spinner on stderr while a model or engine loads. Only on a terminal: piped output stays
+    clean, and libraries' own bars are switched off (flotilla.agents.models.quiet)."""
+    console = Console(stderr=True)
+    if not console.is_terminal:
+        yield
+        return
+    with console.status(f"{message}…"):
+        yield
+
+STATUS_COLOUR = {
+    "succeeded": "green",
+    "needs_review": "yellow",
+    "waiting_approval": "cyan",
+    "blocked": "magenta",
+    "failed": "red",
+    "cancelled": "bright_black",
+}
 
 
 def _brief(output: Any, limit: int = 160) -> str:
@@ -31,7 +56,7 @@ class RunPrinter:
             verb = "resuming" if data.get("resumed") else "running"
             self.console.print(f"[bold]{verb}[/] workflow [cyan]{data['workflow']}[/]  run [dim]{event.run_id}[/]")
         elif event.kind == "notice":
-            self.console.print(f"[yellow]note[/] {data['message']}")
+            self.console.print(f"[yellow]note[/] {escape(data['message'])}", highlight=False)
         elif event.kind == "step":
             if data.get("ok"):
                 tokens = f"{data['input_tokens']}→{data['output_tokens']} tok"
@@ -41,17 +66,21 @@ class RunPrinter:
                 )
                 self.console.print(f"    [dim]{_brief(data['output'])}[/]", highlight=False)
                 for note in data.get("notes") or []:
-                    self.console.print(f"    [yellow]{note}[/]")
+                    self.console.print(f"    [yellow]{escape(note)}[/]")
             else:
                 err = data.get("error") or {}
-                self.console.print(f"[red]✗[/] [bold]{data['agent']:<8}[/] {err.get('type')}: {err.get('message')}")
+                self.console.print(f"[red]✗[/] [bold]{data['agent']:<8}[/] {err.get('type')}: {escape(str(err.get('message')))}")
 
 
 def print_result(console: Console, result: RunResult, trace_file: str) -> None:
-    colour = {"succeeded": "green", "failed": "red", "blocked": "magenta"}[result.status]
+    colour = STATUS_COLOUR.get(result.status, "white")
     if result.output is not None:
         body = Syntax(json.dumps(result.output, indent=2, ensure_ascii=False), "json", word_wrap=True)
         console.print(Panel(body, title=f"output of {result.workflow}", border_style=colour))
-    if result.error:
-        console.print(f"[{colour}]{result.status}[/]: {result.error['type']}: {result.error['message']}")
+    if result.status == "needs_review":  # the output is above; say plainly why a person must check it
+        console.print(f"[{colour}]needs review[/]: a person must check this output before it is used:")
+        for reason in (result.error or {}).get("reasons", []):
+            console.print(f"  [bold]{reason['step']}[/]: {reason['reason']}", highlight=False)
+    elif result.error:
+        console.print(f"[{colour}]{result.status}[/]: {result.error['type']}: {escape(result.error['message'])}", highlight=False)
     console.print(f"[{colour}]{result.status}[/]  run id [bold]{result.run_id}[/]  trace → {trace_file}")

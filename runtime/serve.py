@@ -9,15 +9,18 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import AsyncIterator
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from fastapi import FastAPI
 from rich.console import Console
-from starlette.routing import Route
+from rich.markup import escape
 
 from flotilla.audit.errors import FlotillaError
-from flotilla.runtime.settings import Settings, load_settings
+
+if TYPE_CHECKING:  # FastAPI and the settings load when the server starts, not at `flotilla --help`
+    from fastapi import FastAPI
+
+    from flotilla.runtime.settings import Settings
 
 __all__ = ["create_app", "serve"]
 
@@ -25,11 +28,14 @@ MCP_TOKEN_ENV = "FLOTILLA_MCP_TOKEN"
 
 
 def create_app(settings: Settings, *, host: str = "127.0.0.1", mcp_token: str | None = None) -> FastAPI:
+    from fastapi import FastAPI
+    from starlette.routing import Route
+
     from flotilla.mcp_servers.gateway import Gateway, GatewayHttp
     from flotilla.runtime.wiring import build_runtime
 
     runtime = build_runtime(settings)
-    gateway = Gateway(lambda: runtime.runner, initiator="mcp:http")
+    gateway = Gateway(lambda: runtime.runner, initiator="mcp:http", registered=settings.workflows)
     mcp_http = GatewayHttp(gateway, token=mcp_token, host=host)
 
     @contextlib.asynccontextmanager
@@ -62,13 +68,15 @@ def serve(
     """Serve workflows as MCP tools at /mcp (bearer auth) and the audit page at /audit."""
     import uvicorn
 
+    from flotilla.runtime.settings import load_settings
+
     console = Console(stderr=True)
     try:
         settings = load_settings()
         token = os.environ.get(MCP_TOKEN_ENV) or None
         app = create_app(settings, host=host, mcp_token=token)
     except FlotillaError as exc:
-        console.print(f"[red]error:[/] {exc.message}", highlight=False)
+        console.print(f"[red]error:[/] {escape(exc.message)}", highlight=False)
         raise typer.Exit(2) from None
     console.print(f"flotilla on http://{host}:{port}: /mcp ({'bearer token' if token else 'loopback only, no token'})", highlight=False)
     if settings.audit_token is None:

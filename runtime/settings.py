@@ -47,6 +47,9 @@ class Settings(BaseSettings):
     mcp_servers: dict[str, McpServerConfig] = Field(default_factory=bundled_servers)
     """MCP servers agents may use, by name (tools are `name.tool`); see tools/config.py. The bundled
     `ledger` and `documents` servers are always configured (an entry of the same name replaces them)."""
+    workflows: dict[str, str] = Field(default_factory=dict)
+    """Python workflows by name: `invoice_py: mypkg.flows:build_graph` (a graph factory, see
+    graphs/factory.py). `flotilla run`, `validate` and the MCP gateway treat them like YAML ones."""
     embedded_max_tokens: int = Field(default=1024, gt=0)
     """Upper bound on any one embedded-model reply (agents set their own, lower, limits)."""
     prices: dict[str, ModelPrice] = Field(default_factory=dict)
@@ -55,7 +58,11 @@ class Settings(BaseSettings):
     audit_url: str | None = None
     """Audit store (SQLAlchemy URL); default sqlite:///<data_dir>/audit.sqlite. Postgres: postgresql+psycopg://…"""
     audit_content: Literal["off", "redacted", "full"] = "redacted"
-    """What prompt/response/tool content the audit trail and OTLP keep."""
+    """What prompt/response/tool content the audit trail, OTLP, the trace file and the run store keep."""
+    trace_max_bytes: int = Field(default=50_000_000, ge=0)
+    """`<data_dir>/traces.jsonl` rotates at this size (0: never); `audit prune` also trims it by date."""
+    trace_backups: int = Field(default=3, ge=1)
+    """Rotated trace files kept beside it (traces.jsonl.1 … .N); the oldest is deleted."""
     audit_hmac_key: SecretStr | None = None
     """FLOTILLA_AUDIT_HMAC_KEY: signs the chain head and prune checkpoints."""
     audit_token: SecretStr | None = None
@@ -69,6 +76,10 @@ class Settings(BaseSettings):
     @property
     def audit_store_url(self) -> str:
         return self.audit_url or f"sqlite:///{self.data_dir / 'audit.sqlite'}"
+
+    @property
+    def run_store_url(self) -> str:
+        return f"sqlite:///{self.data_dir / 'runs.sqlite'}"
 
     @field_validator("mcp_servers", mode="after")
     @classmethod

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
@@ -25,9 +26,17 @@ __all__ = ["Runtime", "build_runtime", "build_registry", "embedded_client", "con
 
 
 def embedded_client(settings: Settings) -> ModelClient:
-    from flotilla.agents.models.embedded import EmbeddedClient, get_engine  # heavy: torch + weights
+    from flotilla.audit.errors import MissingExtra
+    from flotilla.runtime.console import loading
 
-    return EmbeddedClient(get_engine(settings.cache_dir), max_tokens=settings.embedded_max_tokens)
+    try:
+        from flotilla.agents.models.embedded import EmbeddedClient, get_engine, weights_cached  # heavy: torch
+    except MissingExtra as exc:
+        raise MissingExtra(f"{exc.feature} (model aliases without an endpoint in flotilla.yaml use it)", exc.extra, exc.missing) from None
+    first = "" if weights_cached(settings.cache_dir) else " (first run converts the weights, ~1 min)"
+    with loading(f"loading the embedded model{first}"):
+        engine = get_engine(settings.cache_dir)
+    return EmbeddedClient(engine, max_tokens=settings.embedded_max_tokens)
 
 
 def _http_client(endpoint: ModelEndpoint, api_key: str | None) -> ModelClient:
@@ -79,13 +88,16 @@ def configured_secrets(settings: Settings) -> list[str]:
 def _redactor() -> Callable[[str], str]:
     """PII redaction for recorded content; spaCy loads on first use, in the exporter's thread."""
     rail = None
+    loading = threading.Lock()  # the exporters' threads and the run store may ask first at once
 
     def redact(text: str) -> str:
         nonlocal rail
         if rail is None:
-            from flotilla.guardrails.pii import PresidioRail
+            with loading:
+                if rail is None:
+                    from flotilla.guardrails.pii import PresidioRail
 
-            rail = PresidioRail()
+                    rail = PresidioRail()
         return rail.redact(text)[0]
 
     return redact
@@ -97,14 +109,17 @@ def build_runtime(settings: Settings) -> Runtime:
     hmac_key = settings.audit_hmac_key.get_secret_value() if settings.audit_hmac_key else None
     audit_store = open_audit_store(settings.audit_store_url, hmac_key=hmac_key, sanitizer=sanitizer)
     exporters = [
-        SanitizingExporter(JsonLinesSpanExporter(settings.data_dir / "traces.jsonl"), sanitizer),
+        SanitizingExporter(
+            JsonLinesSpanExporter(settings.data_dir / "traces.jsonl", max_bytes=settings.trace_max_bytes, backups=settings.trace_backups),
+            sanitizer,
+        ),
         *audit_exporters(audit_store, sanitizer, spool=settings.data_dir / "audit-spool.jsonl"),
     ]
     telemetry = Telemetry(exporters)
     registry = build_registry(settings)
     rails = Guardrails(model_resolver=lambda alias: registry.resolve(alias).client)
     tools = open_hub(settings.mcp_servers, config_file=settings.config_file, tracer=telemetry.tracer)
-    runs = RunStore(f"sqlite:///{settings.data_dir / 'runs.sqlite'}", audit=audit_store)
+    runs = RunStore(settings.run_store_url, audit=audit_store, sanitizer=sanitizer)
     runner = WorkflowRunner(
         registry=registry,
         telemetry=telemetry,

@@ -3,6 +3,10 @@
 A call goes: allowlist → pin check → argument validation (JSON Schema) → pooled session,
 inside an OTel span `execute_tool <server.tool>`. Whatever is refused is a typed error and
 an event on that span, so the trail shows what an agent tried and why it was stopped.
+
+The span is the GenAI `execute_tool` span with the MCP client attributes on it, as the MCP
+conventions ask of an outer tool-execution span (semantic-conventions-genai model/mcp/spans.yaml):
+kind CLIENT, `mcp.method.name=tools/call`, `network.transport` pipe (stdio) or tcp (HTTP).
 """
 
 from __future__ import annotations
@@ -13,16 +17,17 @@ import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, TextIO
+from urllib.parse import urlsplit
 
 from jsonschema import validators
 from jsonschema.exceptions import SchemaError
 from mcp_types import CallToolResult, TextContent, Tool
 from opentelemetry import trace
-from opentelemetry.trace import Span, StatusCode, Tracer
+from opentelemetry.trace import Span, SpanKind, StatusCode, Tracer
 
 from flotilla.tools.allowlist import Allowlist
 from flotilla.audit.errors import ConfigError
-from flotilla.tools.config import SERVER_NAME_PATTERN, McpServerConfig
+from flotilla.tools.config import SERVER_NAME_PATTERN, HttpServerConfig, McpServerConfig
 from flotilla.tools.connection import ServerConnection
 from flotilla.tools.errors import ToolArgumentsInvalid, ToolBlocked, ToolError, ToolNotAllowed, UnknownTool
 from flotilla.tools.pins import PinState, PinStore
@@ -154,14 +159,28 @@ class ToolHub:
         return ToolView(self, allow)
 
     async def call(
-        self, name: str, arguments: Mapping[str, Any] | None, *, allow: Allowlist | None = None, timeout_s: float | None = None
+        self,
+        name: str,
+        arguments: Mapping[str, Any] | None,
+        *,
+        allow: Allowlist | None = None,
+        timeout_s: float | None = None,
+        call_id: str | None = None,
     ) -> ToolResult:
         """Call `server.tool`. Raises a ToolError subclass when refused or when the call fails;
-        a tool that *ran* and reported failure comes back as `ToolResult(is_error=True)`."""
+        a tool that *ran* and reported failure comes back as `ToolResult(is_error=True)`.
+        `call_id` is the model's id for this call, when it gave one (`gen_ai.tool.call.id`)."""
         args = dict(arguments or {})
-        attributes = {"gen_ai.operation.name": "execute_tool", "gen_ai.tool.name": name, "gen_ai.tool.type": "extension"}
+        attributes: dict[str, Any] = {
+            "gen_ai.operation.name": "execute_tool",
+            "gen_ai.tool.name": name,
+            "gen_ai.tool.type": "extension",  # spec: a tool the agent side runs against an external API
+            "mcp.method.name": "tools/call",
+        }
+        if call_id:
+            attributes["gen_ai.tool.call.id"] = call_id
         with self._tracer.start_as_current_span(
-            f"execute_tool {name}", attributes=attributes, record_exception=False, set_status_on_exception=False
+            f"execute_tool {name}", kind=SpanKind.CLIENT, attributes=attributes, record_exception=False, set_status_on_exception=False
         ) as span:
             try:
                 info = await self._admit(name, args, allow, span)
@@ -178,7 +197,7 @@ class ToolHub:
                 span.set_status(StatusCode.ERROR, type(exc).__name__)
                 raise
             if result.is_error:
-                span.set_attribute("error.type", "tool_error_result")
+                span.set_attribute("error.type", "tool_error")  # the MCP conventions' value for isError results
                 span.set_status(StatusCode.ERROR, result.text[:200])
             return result
 
@@ -194,7 +213,7 @@ class ToolHub:
             raise deny(ToolNotAllowed(f"{name} is not in this agent's `tools:` allowlist ({', '.join(allow.patterns) or 'empty'})"))
         if server not in self._connections:
             raise deny(UnknownTool(f"no MCP server named {server!r} in flotilla.yaml `mcp_servers:`"))
-        span.set_attribute("flotilla.tool.server", server)
+        span.set_attributes({"flotilla.tool.server": server, **_transport_attributes(self._connections[server].config)})
         info = (await self.server_tools(server)).get(tool)
         if info is None:
             raise deny(UnknownTool(f"MCP server {server!r} has no tool {tool!r}"))
@@ -251,8 +270,22 @@ class ToolView:
     async def usable(self) -> list[ToolInfo]:
         return [info for info in await self.tools() if not info.blocked]
 
-    async def call(self, name: str, arguments: Mapping[str, Any] | None, *, timeout_s: float | None = None) -> ToolResult:
-        return await self.hub.call(name, arguments, allow=self.allow, timeout_s=timeout_s)
+    async def call(
+        self, name: str, arguments: Mapping[str, Any] | None, *, timeout_s: float | None = None, call_id: str | None = None
+    ) -> ToolResult:
+        return await self.hub.call(name, arguments, allow=self.allow, timeout_s=timeout_s, call_id=call_id)
+
+
+def _transport_attributes(config: McpServerConfig) -> dict[str, Any]:
+    """Where the call goes, in the MCP conventions' terms (model/mcp/common.yaml)."""
+    if not isinstance(config, HttpServerConfig):
+        return {"network.transport": "pipe"}
+    url = urlsplit(config.url)
+    attrs: dict[str, Any] = {"network.transport": "tcp", "network.protocol.name": "http"}
+    if url.hostname:
+        attrs["server.address"] = url.hostname
+        attrs["server.port"] = url.port or (443 if url.scheme == "https" else 80)
+    return attrs
 
 
 def _to_result(name: str, args: dict[str, Any], raw: CallToolResult, latency_ms: float) -> ToolResult:

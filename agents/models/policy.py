@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import dataclasses
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -37,6 +38,8 @@ __all__ = [
     "RemoteModelRefused",
     "BudgetExhausted",
     "run_scope",
+    "confidential_scope",
+    "Route",
     "current_policy",
     "current_ledger",
     "escalating",
@@ -44,6 +47,9 @@ __all__ = [
 ]
 
 FRONTIER_ALIAS = "frontier"
+
+Route = Literal["direct", "rerouted", "refused"]
+"""Where a guarded call goes: to its own endpoint, rerouted to the local model, or nowhere."""
 
 
 class RemoteModelRefused(ModelError):
@@ -166,6 +172,24 @@ def run_scope(policy: RunPolicy, ledger: RunLedger | None = None) -> Iterator[Ru
 
 
 @contextlib.contextmanager
+def confidential_scope(reason: str) -> Iterator[RunPolicy]:
+    """Inside, the current run is confidential (same ledger and settings otherwise).
+
+    Used where confidentiality is learnt mid-way, e.g. the input rail finding PII: the engines
+    after it at that point must already obey it."""
+    policy = current_policy()
+    if policy.confidential:
+        yield policy
+        return
+    stricter = dataclasses.replace(policy, confidential=True, reason=", ".join(filter(None, (policy.reason, reason))))
+    token = _policy.set(stricter)
+    try:
+        yield stricter
+    finally:
+        _policy.reset(token)
+
+
+@contextlib.contextmanager
 def escalating(reason: str) -> Iterator[None]:
     """Marks the calls inside as a specialist's work escalated to the frontier model."""
     token = _escalation.set(reason)
@@ -217,22 +241,41 @@ class GuardedClient:
             return None
         return getattr(self.inner, "chat_completion", None)
 
+    def route(self) -> Route:
+        """Where a call made now would go under the current run's policy (nothing is sent).
+
+        Rails ask this before they hand text to an engine that calls this model, so a refused
+        engine is reported without ever being started."""
+        policy = current_policy()
+        if not policy.confidential or self.local:
+            return "direct"
+        if policy.on_remote == "fallback" and self._local_fallback is not None:
+            return "rerouted"
+        return "refused"
+
+    def refuse(self) -> RemoteModelRefused:
+        """Counts and records a refused call; returns the error saying what to change."""
+        policy, ledger = current_policy(), current_ledger()
+        if ledger is not None:
+            ledger.refused_calls += 1
+        trace.get_current_span().add_event(
+            "flotilla.policy.refused", {"flotilla.model_alias": self.alias, "flotilla.sensitivity": "confidential"}
+        )
+        return RemoteModelRefused(
+            f"model alias {self.alias!r} ({self.name}) is not local and this run is confidential"
+            f"{' (' + policy.reason + ')' if policy.reason else ''}; point {self.alias!r} at a local endpoint "
+            "or allow the local fallback"
+        )
+
     async def complete(self, request: ChatRequest) -> ChatResult:
         policy, ledger = current_policy(), current_ledger()
         span = trace.get_current_span()
         client, alias, rerouted = self.inner, self.alias, False
-        if policy.confidential and not self.local:
-            if policy.on_remote == "fallback" and self._local_fallback is not None:
-                client, rerouted = self._local_fallback(), True
-            else:
-                if ledger is not None:
-                    ledger.refused_calls += 1
-                span.add_event("flotilla.policy.refused", {"flotilla.model_alias": alias, "flotilla.sensitivity": "confidential"})
-                raise RemoteModelRefused(
-                    f"model alias {alias!r} ({self.name}) is not local and this run is confidential"
-                    f"{' (' + policy.reason + ')' if policy.reason else ''}; point {alias!r} at a local endpoint "
-                    "or allow the local fallback"
-                )
+        route = self.route()
+        if route == "refused":
+            raise self.refuse()
+        if route == "rerouted":
+            client, rerouted = self._local_fallback(), True  # type: ignore[misc]  # route() checked it
         if ledger is not None:
             if policy.max_tokens is not None and ledger.tokens >= policy.max_tokens:
                 raise BudgetExhausted(f"token ceiling of {policy.max_tokens:,} reached ({ledger.tokens:,} used)")

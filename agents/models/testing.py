@@ -19,6 +19,9 @@ Responder = Callable[[ChatRequest], str | Awaitable[str]]
 
 
 class FunctionModel:
+    provider = "function"
+    """Answers in this process: its chat spans are INTERNAL (see `audit.semconv.model_span_kind`)."""
+
     def __init__(self, respond: Responder, *, name: str = "function-model", local: bool = True) -> None:
         self.respond = respond
         self.name = name
@@ -34,7 +37,7 @@ class FunctionModel:
         return ChatResult(
             text=text,
             model=self.name,
-            provider="function",
+            provider=self.provider,
             input_tokens=sum(len(m["content"].split()) for m in request.messages),
             output_tokens=len(text.split()),
             latency_ms=(time.perf_counter() - started) * 1000,

@@ -1,7 +1,7 @@
 """Realistic run span trees, written through a real TracerProvider and the audit exporter.
 
 A run looks like what the runner emits: invoke_workflow → invoke_agent (extract, analyze,
-decide, write) → chat / execute_tool, with rail decisions as `flotilla.rail` events.
+decide, write) → chat / execute_tool, with rail decisions as `gen_ai.guardrail.result` events.
 """
 
 from __future__ import annotations
@@ -71,7 +71,7 @@ def emit_run(tracer: Tracer, spec: RunSpec) -> None:
             f"chat {model}", context=sctx, start_time=cursor + 2 * MS,
             attributes={
                 sc.OPERATION: "chat",
-                "gen_ai.provider.name": "embedded" if model == spec.model else "openai",
+                "gen_ai.provider.name": sc.EMBEDDED_PROVIDER if model == spec.model else "openai",
                 "gen_ai.request.model": model,
                 "gen_ai.response.model": model,
                 "gen_ai.agent.name": agent,
@@ -84,6 +84,7 @@ def emit_run(tracer: Tracer, spec: RunSpec) -> None:
                 **({sc.ESCALATED: True, sc.ESCALATION_REASON: "schema invalid after repair"} if model != spec.model else {}),
             },
         )
+        sc.evaluation_event(chat, "output_schema", passed=True)
         chat.end(end_time=cursor + (180 + 40 * i) * MS)
         end = cursor + (200 + 40 * i) * MS
         if agent == "analyze":

@@ -64,7 +64,7 @@ def test_show_prints_the_span_tree(data_dir: Path) -> None:
     code, out, _ = cli("show", "run-blocked")
     assert code == 0
     assert "invoke_workflow document_triage" in out and "execute_tool erp.lookup_vendor" in out
-    assert "llama-guard:S7=block" in out and "120→40 tok" in out
+    assert "llama-guard:S7=block" in out and "120→40 tok" in out and "output_schema=pass" in out
     code, _, err = cli("show", "no-such-run")
     assert code == 1 and "no run 'no-such-run'" in err
 

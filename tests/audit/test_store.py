@@ -195,7 +195,7 @@ def test_spans_become_run_summaries_and_filters_work(store: AuditStore) -> None:
     assert ids(search="CLAUDE") == ["run-blocked"]
     # Every span also produced its rail records, all in the chain.
     rails = [r for r in store.run_records("run-blocked") if r.kind == "rail"]
-    assert any(r.payload["flotilla.rail.verdict"] == "block" for r in rails)
+    assert any(r.payload["gen_ai.guardrail.result.value"] == "block" for r in rails)
     assert store.verify().ok
 
 

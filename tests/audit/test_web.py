@@ -66,6 +66,8 @@ def test_run_page_shows_tree_rails_and_redacted_content(client: TestClient) -> N
     assert 'class="verdict v-block"' in html and "S7" in html and "frontier" not in html
     assert "&lt;EMAIL_ADDRESS&gt;" in html and "jane.doe@acme.example" not in html
     assert "erp.lookup_vendor" in html and "chain verified" in html
+    # Each chat's schema check, a gen_ai.evaluation.result event, is listed under its span.
+    assert html.count('data-testid="evaluations"') == 3 and "output_schema" in html
     assert client.get("/audit/runs/nope", headers=AUTH).status_code == 404
 
 

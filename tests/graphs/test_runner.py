@@ -14,7 +14,6 @@ import pytest
 from flotilla.agents.models.base import ChatRequest, ModelUnavailable
 from flotilla.agents.models.testing import FunctionModel
 from flotilla.graphs import load_workflow
-from flotilla.graphs.python_example import build_triage_graph
 
 from .conftest import TRIAGE_ANSWERS, canned
 
@@ -164,10 +163,3 @@ async def test_bad_input_is_a_typed_error_and_the_run_is_kept(harness, data: byt
     assert h.runs.get_run(result.run_id).status == "failed"
     assert any(s["name"] == "invoke_workflow document_triage" for s in h.spans())
 
-
-async def test_python_example_builds_the_same_graph(harness) -> None:
-    h = harness()
-    graph = build_triage_graph(h.registry, h.telemetry.tracer)
-    state = await graph.ainvoke({"input": INVOICE, "outputs": {}, "steps": []})
-    assert [s["agent"] for s in state["steps"]] == ["extract", "analyze", "decide", "write"]
-    assert state["outputs"]["write"] == TRIAGE_ANSWERS["Note"]

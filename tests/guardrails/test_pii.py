@@ -1,4 +1,7 @@
-from flotilla.guardrails.base import RailPoint
+import json
+
+from flotilla.guardrails import Guardrails
+from flotilla.guardrails.base import RailPoint, own_messages
 from flotilla.guardrails.pii import PresidioRail
 
 
@@ -30,3 +33,16 @@ def test_json_stays_valid_json(presidio_rail: PresidioRail) -> None:
     verdict = presidio_rail.check_sync(text, point=RailPoint.OUTPUT)
     data = json.loads(verdict.text)
     assert data["total"] == 12.5 and "<EMAIL>" in data["note"] and data["lines"] == ["card <CREDIT_CARD>"]
+
+
+async def test_flotillas_own_messages_survive_redaction_and_what_surrounds_them_does_not(engine_factory) -> None:
+    """A research report repeats failed steps' errors (`gaps`); the output rail must not read
+    "Invalid JSON" as a person's name, and must still redact the question around it."""
+    error = "agent 'documents': the model's output does not match Answer after one repair: reply: Invalid JSON: EOF while parsing a string at line 1 column 40"
+    output = json.dumps({"gaps": [f"q1 (Did jane.doe@example.com ask us to change the IBAN?): {error}"]})
+    rails = Guardrails({"presidio": {"points": ["output"]}}, factory=engine_factory)
+    with own_messages([error]):
+        [gap] = json.loads(await rails.check(RailPoint.OUTPUT, output))["gaps"]
+    assert gap == f"q1 (Did <EMAIL> ask us to change the IBAN?): {error}"
+    [mangled] = json.loads(await rails.check(RailPoint.OUTPUT, output))["gaps"]  # what it did before
+    assert error not in mangled

@@ -57,11 +57,13 @@ async def test_every_decision_is_a_span_event(rails: Guardrails) -> None:
         with pytest.raises(GuardrailViolation):
             await rails.check(RailPoint.INPUT, "<script>alert(1)</script>", workflow="wf", agent="extract")
     (span,) = exporter.get_finished_spans()
-    events = [e for e in span.events if e.name == "flotilla.rail"]
-    assert [e.attributes["flotilla.rail.engine"] for e in events] == ["yara"]
+    # The GenAI guardrail result event (semantic-conventions-genai docs/gen-ai/gen-ai-guardrails.md).
+    events = [e for e in span.events if e.name == "gen_ai.guardrail.result"]
+    assert [e.attributes["gen_ai.guardrail.component.name"] for e in events] == ["yara"]
     attrs = events[0].attributes
-    assert attrs["flotilla.rail.verdict"] == "block" and attrs["flotilla.rail.point"] == "input"
-    assert attrs["flotilla.rail.rule"] == "xss:markdown_xss" and attrs["flotilla.workflow"] == "wf"
+    assert attrs["gen_ai.guardrail.result.type"] == "verdict" and attrs["gen_ai.guardrail.result.value"] == "block"
+    assert attrs["gen_ai.guardrail.source"] == "input" and attrs["gen_ai.guardrail.risk.category"] == "xss:markdown_xss"
+    assert attrs["gen_ai.guardrail.policy.rule.id"] == "xss:markdown_xss" and attrs["flotilla.workflow"] == "wf"
     assert attrs["gen_ai.agent.name"] == "extract" and attrs["flotilla.rail.latency_ms"] >= 0
 
 

@@ -114,7 +114,7 @@ async def test_cancelled_call_stops_the_run(tmp_path: Path) -> None:
         from flotilla.audit.runs import runs as table
 
         rows = conn.execute(table.select()).mappings().all()
-    assert len(rows) == 1 and rows[0]["status"] == "failed" and '"cancelled"' in rows[0]["error"]
+    assert len(rows) == 1 and rows[0]["status"] == "cancelled" and '"cancelled"' in rows[0]["error"]
 
 
 def _finished(runners) -> bool:

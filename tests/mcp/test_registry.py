@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from opentelemetry.trace import SpanKind
 
 from flotilla.agents.models.testing import FunctionModel
 from flotilla.agents.tool_loop import run_tool_loop
@@ -44,6 +45,11 @@ async def test_allowlist_decides_what_an_agent_sees_and_calls(lock_file: Path, s
     ok = finished["execute_tool documents.search_documents"]
     assert ok.attributes["gen_ai.tool.name"] == "documents.search_documents"
     assert ok.attributes["flotilla.tool.pin"] == "pinned"
+    # The GenAI execute_tool span carrying the MCP client attributes (semantic-conventions-genai
+    # model/mcp/spans.yaml, model/mcp/common.yaml): a call to another process is a CLIENT span.
+    assert ok.kind is SpanKind.CLIENT and denied.kind is SpanKind.CLIENT
+    assert ok.attributes["mcp.method.name"] == "tools/call" and ok.attributes["network.transport"] == "pipe"
+    assert ok.attributes["gen_ai.tool.type"] == "extension"
 
 
 async def test_an_agent_allowed_one_server_never_starts_the_others(lock_file: Path) -> None:

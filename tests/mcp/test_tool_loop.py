@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+from opentelemetry.trace import SpanKind
 
 from flotilla.agents.models.base import ChatRequest
 from flotilla.agents.models.testing import FunctionModel
@@ -108,7 +109,7 @@ def test_action_schema_hoists_definitions_so_refs_resolve() -> None:
     assert not validator.is_valid({"final": {"item": "x"}})
 
 
-async def test_http_model_uses_native_openai_tool_calling(lock_file: Path) -> None:
+async def test_http_model_uses_native_openai_tool_calling(lock_file: Path, spans) -> None:
     from flotilla.agents.models.openai_compat import OpenAICompatibleClient
     from tests.mcp.servers.tool_calling_openai import ScriptedToolCaller, final, tool_call
     from tests.support.servers import serve_app
@@ -127,9 +128,11 @@ async def test_http_model_uses_native_openai_tool_calling(lock_file: Path) -> No
     )
     with serve_app(scripted.app()) as url:
         model = OpenAICompatibleClient(base_url=f"{url}/v1", model="scripted-tools", max_retries=0)
-        async with open_hub({"ledger": ledger_config()}, lock_file=lock_file) as hub:
+        provider, exporter = spans
+        tracer = provider.get_tracer("t")
+        async with open_hub({"ledger": ledger_config()}, lock_file=lock_file, tracer=tracer) as hub:
             view = hub.view(["ledger.get_purchase_order", "ledger.find_vendor"])
-            result = await run_tool_loop(MESSAGES, view, model, OUTPUT, max_steps=4)
+            result = await run_tool_loop(MESSAGES, view, model, OUTPUT, max_steps=4, tracer=tracer)
         await model.aclose()
 
     assert result.output == {"po_matches": True, "vendor_id": "V-1001"} and result.steps == 3
@@ -147,6 +150,13 @@ async def test_http_model_uses_native_openai_tool_calling(lock_file: Path) -> No
         ("ledger.list_payments", "tool_not_allowed"),
         ("ledger.find_vendor", "tool_arguments_invalid"),
     ]
+    # GenAI conventions (semantic-conventions-genai model/gen-ai/spans.yaml): the model's call ids
+    # on the execute_tool spans; HTTP chat calls are CLIENT spans of provider `openai`.
+    finished = exporter.get_finished_spans()
+    tool_ids = {s.attributes["gen_ai.tool.name"]: s.attributes.get("gen_ai.tool.call.id") for s in finished if s.name.startswith("execute_tool ")}
+    assert tool_ids == {"ledger.get_purchase_order": "c1", "ledger.list_payments": "c2", "ledger.find_vendor": "c3"}
+    chats = [s for s in finished if s.name == "chat scripted-tools"]
+    assert len(chats) == 3 and all(s.kind is SpanKind.CLIENT and s.attributes["gen_ai.provider.name"] == "openai" for s in chats)
 
 
 async def test_action_schema_compiles_to_an_xgrammar_grammar(lock_file: Path) -> None:
