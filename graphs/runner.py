@@ -111,6 +111,8 @@ class WorkflowRunner:
         self._saver: AsyncSqliteSaver | None = None
         self._saver_cm: Any = None
         self._saver_loop: asyncio.AbstractEventLoop | None = None
+        self._saver_lock: asyncio.Lock | None = None  # first runs arriving together open ONE checkpointer
+        self._lock_loop: asyncio.AbstractEventLoop | None = None
         self._compiled: dict[tuple[str, str], tuple[dict[str, Agent], CompiledStateGraph]] = {}
 
     async def __aenter__(self) -> WorkflowRunner:
@@ -129,17 +131,23 @@ class WorkflowRunner:
             self._compiled.clear()
             await cm.__aexit__(None, None, None)
 
-    async def _graph(self, spec: WorkflowSpec, version: str) -> tuple[dict[str, Agent], CompiledStateGraph]:
+    async def _open_checkpointer(self) -> None:
         loop = asyncio.get_running_loop()
-        if self._saver is not None and self._saver_loop is not loop:
-            self._saver.conn.stop()  # the loop it belonged to is gone
-            self._saver = self._saver_cm = None
-            self._compiled.clear()
-        if self._saver is None:
-            self._saver_cm = AsyncSqliteSaver.from_conn_string(str(self.checkpoint_path))
-            self._saver = await self._saver_cm.__aenter__()
-            await self._saver.conn.execute("PRAGMA secure_delete=ON")  # deleted checkpoints leave no bytes behind
-            self._saver_loop = loop
+        if self._saver_lock is None or self._lock_loop is not loop:  # a lock belongs to one loop
+            self._saver_lock, self._lock_loop = asyncio.Lock(), loop
+        async with self._saver_lock:
+            if self._saver is not None and self._saver_loop is not loop:
+                self._saver.conn.stop()  # the loop it belonged to is gone
+                self._saver = self._saver_cm = None
+                self._compiled.clear()
+            if self._saver is None:
+                cm = AsyncSqliteSaver.from_conn_string(str(self.checkpoint_path))
+                saver = await cm.__aenter__()
+                await saver.conn.execute("PRAGMA secure_delete=ON")  # deleted checkpoints leave no bytes behind
+                self._saver_cm, self._saver, self._saver_loop = cm, saver, loop
+
+    async def _graph(self, spec: WorkflowSpec, version: str) -> tuple[dict[str, Agent], CompiledStateGraph]:
+        await self._open_checkpointer()
         key = (str(spec.source or spec.factory or spec.name), version)
         if key not in self._compiled:
             agents = build_agents(spec, self.registry, self.tools)

@@ -6,6 +6,8 @@ depend on what a real model says. The embedded model's own path is tested in tes
 
 from __future__ import annotations
 
+import asyncio
+import gc
 import json
 from pathlib import Path
 
@@ -163,3 +165,16 @@ async def test_bad_input_is_a_typed_error_and_the_run_is_kept(harness, data: byt
     assert h.runs.get_run(result.run_id).status == "failed"
     assert any(s["name"] == "invoke_workflow document_triage" for s in h.spans())
 
+
+
+async def test_concurrent_first_runs_share_one_checkpointer_and_later_runs_still_work(harness) -> None:
+    # A fresh runner (as in `flotilla serve` at start-up) receiving many runs at once: each used
+    # to open its own checkpointer, and the losers' collection closed the one the graph kept.
+    h = harness()
+    spec = load_workflow("document_triage")
+    results = await asyncio.gather(*(h.runner.run(spec, INVOICE) for _ in range(50)))
+    assert [r.status for r in results] == ["succeeded"] * 50, [r.error for r in results if r.error]
+    gc.collect()  # what closed the shared connection before
+    later = await h.runner.run(spec, INVOICE)
+    assert later.status == "succeeded", later.error
+    assert len({r.run_id for r in [*results, later]}) == 51
