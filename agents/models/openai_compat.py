@@ -4,17 +4,33 @@ Structured output uses `response_format={"type": "json_schema", ...}`, which vLL
 OpenAI-compatible server turns into grammar-constrained decoding (its structured outputs).
 A vLLM LoRA adapter is addressed by its name in `model` (`--lora-modules name=path`).
 Retries with exponential backoff on connection errors, 5xx and 429 — never on other 4xx.
+`base_url` may list replicas: each call goes to the least busy one whose circuit breaker is
+closed, fails over to the next at once, and the whole call — retries and failovers included —
+ends by its deadline (see endpoints.py).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import openai
+from opentelemetry import trace
+from tenacity import stop_after_attempt, stop_before_delay
 
 from flotilla.agents.models.base import ChatRequest, ChatResult, ModelBadResponse, ModelTimeout, ModelUnavailable, retrying
+from flotilla.agents.models.endpoints import (
+    BREAKER_STATE_ATTR,
+    ENDPOINT_ATTR,
+    BreakerSettings,
+    DeadlineSpent,
+    HealthCheck,
+    NoReplicaAvailable,
+    ReplicaPool,
+)
 
 __all__ = ["OpenAICompatibleClient"]
 
@@ -29,11 +45,19 @@ def _retryable(exc: BaseException) -> bool:
     return False
 
 
+def _endpoint_failure(exc: BaseException) -> bool:
+    """Counts against a replica's breaker: it could not be reached, broke, or was too slow.
+    A 4xx (429 included) means the replica is up and answering."""
+    if isinstance(exc, (openai.APIConnectionError, TimeoutError)):  # APITimeoutError is a connection error
+        return True
+    return isinstance(exc, openai.APIStatusError) and exc.status_code >= 500
+
+
 class OpenAICompatibleClient:
     def __init__(
         self,
         *,
-        base_url: str,
+        base_url: str | Sequence[str],
         model: str,
         api_key: str | None = None,
         timeout_s: float = 60.0,
@@ -41,6 +65,9 @@ class OpenAICompatibleClient:
         backoff_s: float = 0.5,
         local: bool = True,
         provider: str = "openai-compatible",
+        breaker: BreakerSettings | None = None,
+        health: HealthCheck | None = None,
+        alias: str | None = None,
     ) -> None:
         self.model = model
         self.name = model
@@ -49,8 +76,28 @@ class OpenAICompatibleClient:
         self.provider = provider
         self._attempts = max_retries + 1
         self._backoff_s = backoff_s
+        urls = [base_url] if isinstance(base_url, str) else list(base_url)
+        if not urls:
+            raise ValueError("OpenAICompatibleClient needs at least one base_url")
+        self.base_urls = urls
         # The SDK's own retries are off: tenacity owns the policy, so it is the same everywhere.
-        self._client = openai.AsyncOpenAI(base_url=base_url, api_key=api_key or "unused", max_retries=0, timeout=timeout_s)
+        self._pool: ReplicaPool[openai.AsyncOpenAI] = ReplicaPool(
+            alias=alias or model,
+            urls=urls,
+            make_client=lambda url: openai.AsyncOpenAI(base_url=url, api_key=api_key or "unused", max_retries=0, timeout=timeout_s),
+            is_failure=_endpoint_failure,
+            breaker=breaker or BreakerSettings(),
+            health=health or HealthCheck(),
+        )
+
+    @property
+    def pool(self) -> ReplicaPool[openai.AsyncOpenAI]:
+        """The replicas with their breakers (states, outstanding calls)."""
+        return self._pool
+
+    @property
+    def _where(self) -> str:
+        return " | ".join(self.base_urls)
 
     async def complete(self, request: ChatRequest) -> ChatResult:
         kwargs: dict[str, Any] = {
@@ -60,38 +107,60 @@ class OpenAICompatibleClient:
             "timeout": request.timeout_s or self.timeout_s,
         }
         if request.json_schema is not None:
-            kwargs["response_format"] = {
+            # Sent as `extra_body` (the SDK's supported pass-through): the same request body, but
+            # the SDK does not walk the whole JSON Schema through its type-driven transform
+            # (thousands of typing.get_origin calls per request, on the event loop).
+            kwargs["extra_body"] = {"response_format": {
                 "type": "json_schema",
                 "json_schema": {"name": request.schema_name, "schema": request.json_schema, "strict": True},
-            }
+            }}
         message, result = await self.chat_completion(kwargs)
         if message.content is None:
-            raise ModelBadResponse(f"model {self.model!r} at {self._client.base_url} returned an empty message")
+            raise ModelBadResponse(f"model {self.model!r} at {result.extra.get('endpoint', self._where)} returned an empty message")
         return result
 
     async def chat_completion(self, kwargs: dict[str, Any]) -> tuple[Any, ChatResult]:
         """One `chat.completions.create` call (SDK keyword arguments; `model` is this client's)
         under the retry policy, with typed errors. Returns the SDK message and the ChatResult.
-        The agent tool loop uses it directly for native tool calling."""
+        The agent tool loop uses it directly for native tool calling.
+
+        `timeout` is the deadline of the whole call: every retry, backoff and failover fits in it."""
         kwargs = {"model": self.model, "timeout": self.timeout_s, **kwargs}
+        budget = float(kwargs["timeout"])
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + budget
         started = time.perf_counter()
+
+        async def send(client: openai.AsyncOpenAI) -> Any:
+            return await client.chat.completions.create(**{**kwargs, "timeout": max(deadline - loop.time(), 0.001)})
+
+        policy = retrying(_retryable, attempts=self._attempts, backoff_s=self._backoff_s)
+        policy = policy.copy(stop=stop_after_attempt(self._attempts) | stop_before_delay(budget))
+        failures: list[BaseException] = []
         try:
-            async for attempt in retrying(_retryable, attempts=self._attempts, backoff_s=self._backoff_s):
-                with attempt:
-                    response = await self._client.chat.completions.create(**kwargs)
-        except openai.APITimeoutError:
-            raise ModelTimeout(f"model {self.model!r} at {self._client.base_url} did not answer within {kwargs['timeout']:g}s") from None
-        except openai.APIConnectionError as exc:
-            raise ModelUnavailable(f"cannot reach model {self.model!r} at {self._client.base_url}: {exc}") from None
-        except openai.APIStatusError as exc:
-            kind = ModelUnavailable if _retryable(exc) else ModelBadResponse
-            raise kind(f"model {self.model!r} at {self._client.base_url} answered HTTP {exc.status_code}: {_detail(exc)}") from None
-        except openai.OpenAIError as exc:
-            raise ModelBadResponse(f"model {self.model!r} at {self._client.base_url}: {exc}") from None
-        except json.JSONDecodeError as exc:
-            raise ModelBadResponse(f"model {self.model!r} at {self._client.base_url} answered with a body that is not JSON ({exc.msg})") from None
+            async with asyncio.timeout(budget):
+                async for attempt in policy:
+                    with attempt:
+                        try:
+                            response, replica = await self._pool.call(send, failover=_retryable, deadline=deadline)
+                        except NoReplicaAvailable:
+                            raise
+                        except Exception as exc:
+                            failures.append(exc)
+                            raise
+        except NoReplicaAvailable as exc:
+            if not failures:  # open before this call: say so
+                raise ModelUnavailable(f"model {self.model!r}: {exc}") from None
+            # This call's own failures opened the breakers: report what went wrong, then that.
+            error = self._typed(failures[-1], budget)
+            raise type(error)(f"{error}; {exc}") from None
+        except Exception as exc:
+            raise self._typed(exc, budget) from None
+        span = trace.get_current_span()
+        if span.is_recording() and str(getattr(span, "name", "")).startswith("chat "):
+            span.set_attributes({ENDPOINT_ATTR: replica.url, BREAKER_STATE_ATTR: replica.state})
         if not getattr(response, "choices", None) or response.choices[0].message is None:
-            raise ModelBadResponse(f"model {self.model!r} at {self._client.base_url} returned no choices")
+            raise ModelBadResponse(f"model {self.model!r} at {replica.url} returned no choices")
         choice = response.choices[0]
         usage = response.usage
         return choice.message, ChatResult(
@@ -103,10 +172,29 @@ class OpenAICompatibleClient:
             latency_ms=(time.perf_counter() - started) * 1000,
             local=self.local,
             finish_reason=choice.finish_reason or "stop",
+            extra={"endpoint": replica.url},
         )
 
+    def _typed(self, exc: BaseException, budget: float) -> Exception:
+        """The typed flotilla error for what went wrong in a call (anything else: as it is)."""
+        where = self._where
+        if isinstance(exc, (openai.APITimeoutError, TimeoutError, DeadlineSpent)):
+            return ModelTimeout(f"model {self.model!r} at {where} did not answer within {budget:g}s")
+        if isinstance(exc, openai.APIConnectionError):
+            return ModelUnavailable(f"cannot reach model {self.model!r} at {where}: {exc}")
+        if isinstance(exc, openai.APIStatusError):
+            kind = ModelUnavailable if _retryable(exc) else ModelBadResponse
+            return kind(f"model {self.model!r} at {where} answered HTTP {exc.status_code}: {_detail(exc)}")
+        if isinstance(exc, openai.OpenAIError):
+            return ModelBadResponse(f"model {self.model!r} at {where}: {exc}")
+        if isinstance(exc, json.JSONDecodeError):
+            return ModelBadResponse(f"model {self.model!r} at {where} answered with a body that is not JSON ({exc.msg})")
+        return exc  # type: ignore[return-value]  # not a model error: raised unchanged
+
     async def aclose(self) -> None:
-        await self._client.close()
+        await self._pool.aclose()
+        for replica in self._pool.replicas:
+            await replica.client.close()
 
 
 def _detail(exc: openai.APIStatusError) -> str:

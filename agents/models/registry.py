@@ -11,9 +11,10 @@ import os
 from dataclasses import dataclass
 from typing import Callable, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from flotilla.agents.models.base import ModelClient
+from flotilla.agents.models.endpoints import BreakerSettings, HealthCheck
 from flotilla.agents.models.policy import GuardedClient, PriceTable
 from flotilla.audit.errors import ConfigError
 
@@ -35,8 +36,9 @@ class ModelEndpoint(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     provider: Literal["embedded", "openai-compatible", "anthropic"] = "embedded"
-    base_url: str | None = None
-    """e.g. `http://vllm-extract:8000/v1`. Unset → the alias falls back to embedded (`anthropic`:
+    base_url: str | list[str] | None = None
+    """e.g. `http://vllm-extract:8000/v1`, or a list of replicas serving the same model (calls go
+    to the least busy healthy one). Unset → the alias falls back to embedded (`anthropic`:
     optional, the SDK's default API URL)."""
     model: str | None = None
     """Model name the server knows: a base model or a vLLM LoRA adapter name."""
@@ -46,6 +48,28 @@ class ModelEndpoint(BaseModel):
     max_retries: int = Field(default=3, ge=0, le=10)
     local: bool = True
     """Whether the endpoint runs inside the organisation (self-hosted vLLM) or not."""
+    breaker: BreakerSettings = Field(default_factory=BreakerSettings)
+    """Per-replica circuit breaker: `{failures: 5, reset_s: 30}`."""
+    health: HealthCheck = Field(default_factory=HealthCheck)
+    """Background health probes of each replica: `{period_s: 10, path: /health}` (off by default)."""
+
+    @model_validator(mode="after")
+    def _replicas_are_urls(self) -> "ModelEndpoint":
+        if isinstance(self.base_url, list):
+            if not self.base_url:
+                raise ValueError("base_url: an empty list; give one URL or a list of replica URLs")
+            if self.provider != "openai-compatible":
+                raise ValueError(f"base_url: a list of replicas needs provider openai-compatible, not {self.provider}")
+            if len(set(self.base_url)) != len(self.base_url):
+                raise ValueError("base_url: the same replica URL is listed twice")
+        return self
+
+    @property
+    def replicas(self) -> list[str]:
+        """The endpoint's base URLs (one per replica)."""
+        if self.base_url is None:
+            return []
+        return [self.base_url] if isinstance(self.base_url, str) else list(self.base_url)
 
     @property
     def configured(self) -> bool:
@@ -111,7 +135,11 @@ class ModelRegistry:
                     )
             make = self._anthropic_client if endpoint.provider == "anthropic" else self._http_client
             local = endpoint.local and endpoint.provider != "anthropic"
-            client = GuardedClient(make(endpoint, api_key), alias=alias, local=local, prices=self.prices, local_fallback=self._embedded)
+            inner = make(endpoint, api_key)
+            pool = getattr(inner, "pool", None)
+            if pool is not None:  # replica pools name the alias in their span events and errors
+                pool.alias = alias
+            client = GuardedClient(inner, alias=alias, local=local, prices=self.prices, local_fallback=self._embedded)
             binding = Binding(alias, client, fallback=False, local=client.local)
         self._bindings[alias] = binding
         return binding
