@@ -1,7 +1,9 @@
 """Span exporters: into the audit store, and a sanitizing wrapper for OTLP (or any exporter).
 
 Both run inside a BatchSpanProcessor's worker thread, so the agent step never waits on the
-database or the network. Every span goes through the same `Sanitizer` before it leaves.
+database or the network. Every span goes through the same `Sanitizer` before it leaves, once:
+the runtime hands one `SanitizingExporter` the trace file, the audit store and OTLP, so a batch
+is redacted together (one spaCy pass) and the redacted spans are shared by all three.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from opentelemetry.trace import get_current_span
 
 from flotilla.audit import semconv as sc
 from flotilla.audit.sanitize import Sanitizer
-from flotilla.audit.spans import run_id_of, sanitized_span, span_payload
+from flotilla.audit.spans import prime_content, run_id_of, sanitized_span, span_payload
 from flotilla.audit.store import AuditStore, NewRecord, utc_iso
 from flotilla.audit.summaries import rail_decisions
 
@@ -106,6 +108,7 @@ class AuditSpanExporter(SpanExporter):
             os.fsync(fh.fileno())
 
     def records(self, spans: Sequence[ReadableSpan]) -> list[NewRecord]:
+        prime_content(spans, self.sanitizer)
         for span in spans:
             run_id = run_id_of(span)
             if run_id and span.context is not None:
@@ -158,17 +161,38 @@ def _spooled_at(line: str) -> str:
 
 
 class SanitizingExporter(SpanExporter):
-    """Wraps an exporter (OTLP) so it only ever sees sanitized spans."""
+    """Wraps exporters (trace file, audit store, OTLP) so they only ever see sanitized spans,
+    sanitized once per batch and shared. An `AuditSpanExporter` among them should be given
+    `sanitizer.passthrough()`, so it does not redact the redacted text again."""
 
-    def __init__(self, inner: SpanExporter, sanitizer: Sanitizer) -> None:
-        self.inner = inner
+    def __init__(self, inner: SpanExporter | Sequence[SpanExporter], sanitizer: Sanitizer) -> None:
+        self.inners = [inner] if isinstance(inner, SpanExporter) else list(inner)
         self.sanitizer = sanitizer
 
+    @property
+    def inner(self) -> SpanExporter:
+        return self.inners[0]
+
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        return self.inner.export([sanitized_span(s, self.sanitizer) for s in spans])
+        try:
+            prime_content(spans, self.sanitizer)
+            clean = [sanitized_span(s, self.sanitizer) for s in spans]
+        except Exception:  # the exporter must never raise into the SDK
+            log.exception("could not sanitize %d spans", len(spans))
+            return SpanExportResult.FAILURE
+        result = SpanExportResult.SUCCESS
+        for exporter in self.inners:
+            try:
+                if exporter.export(clean) is not SpanExportResult.SUCCESS:
+                    result = SpanExportResult.FAILURE
+            except Exception:  # one exporter failing must not starve the others
+                log.exception("%s failed to export %d spans", type(exporter).__name__, len(clean))
+                result = SpanExportResult.FAILURE
+        return result
 
     def shutdown(self) -> None:
-        self.inner.shutdown()
+        for exporter in self.inners:
+            exporter.shutdown()
 
     def force_flush(self, timeout_millis: int = 30_000) -> bool:
-        return self.inner.force_flush(timeout_millis)
+        return all([exporter.force_flush(timeout_millis) for exporter in self.inners])

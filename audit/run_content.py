@@ -11,15 +11,16 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterator
 from typing import Any
 
 from flotilla.audit.sanitize import ContentPolicy, Sanitizer
 
-__all__ = ["kept_text", "kept_json", "kept_steps", "kept_error", "sha256_of", "STEP_METADATA"]
+__all__ = ["kept_text", "kept_json", "kept_steps", "kept_error", "sha256_of", "content_strings", "STEP_METADATA"]
 
 STEP_METADATA = frozenset(
     {"agent", "model", "alias", "fallback", "ok", "latency_ms", "input_tokens", "output_tokens", "repaired", "notes",
-     "error", "tier", "escalated", "verified", "verdict", "status", "cost_usd"}
+     "error", "tier", "escalated", "verified", "verdict", "status", "cost_usd", "node_kind", "produced_by"}
 )
 """Step keys that describe the step rather than carry its content; any other key is content."""
 
@@ -27,6 +28,18 @@ STEP_METADATA = frozenset(
 def sha256_of(value: Any) -> str:
     text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, sort_keys=True)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def content_strings(value: Any) -> Iterator[str]:
+    """Every string in a JSON-like value (to redact them as one batch before `kept_*` walks it)."""
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from content_strings(item)
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            yield from content_strings(item)
 
 
 def kept_text(sanitizer: Sanitizer, text: str | None) -> str | None:

@@ -12,16 +12,20 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable, Iterable, Mapping
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from enum import StrEnum
 from typing import Any
 
 from flotilla.audit.errors import ConfigError
 from flotilla.audit.semconv import CONTENT_KEYS, CONTENT_PREFIX
 
-__all__ = ["ContentPolicy", "Sanitizer", "REDACTED"]
+__all__ = ["ContentPolicy", "Sanitizer", "REDACTED", "is_content"]
 
 REDACTED = "[REDACTED]"
+REDACTED_CACHE_CHARS = 16_000_000
+"""What the redacted-content cache may hold (raw + redacted characters); the oldest go first."""
 
 log = logging.getLogger(__name__)
 
@@ -70,10 +74,18 @@ class Sanitizer:
         policy: ContentPolicy | str = ContentPolicy.REDACTED,
         *,
         redact: Callable[[str], str] | None = None,
+        redact_many: Callable[[Sequence[str]], list[str]] | None = None,
         secrets: Iterable[str] = (),
     ) -> None:
         self.policy = ContentPolicy.parse(policy)
         self.redact = redact
+        self.redact_many = redact_many
+        """Redacts a batch at once (spaCy's nlp.pipe); `prime` uses it, else `redact` per text."""
+        # Redacted content by raw text: both exporters, the run store and every step's repeated
+        # prompt share one redaction. Only texts the redactor vouched for are remembered.
+        self._redacted: OrderedDict[str, str] = OrderedDict()
+        self._redacted_chars = 0
+        self._redacted_lock = threading.Lock()
         # Longest first so a secret containing another is removed whole.
         self.secrets = sorted({s for s in secrets if s and len(s) >= 4}, key=len, reverse=True)
         self._key_kinds: dict[str, int] = {}
@@ -154,22 +166,69 @@ class Sanitizer:
             kept["quoted"] = quoted
         return kept
 
+    def passthrough(self) -> Sanitizer:
+        """For spans this sanitizer already cleaned (a second exporter): content kept as it is, secrets scrubbed."""
+        return Sanitizer(ContentPolicy.FULL, secrets=self.secrets)
+
+    def prime(self, texts: Iterable[str]) -> None:
+        """Redact, as one batch, the content texts about to be sanitized (an export batch), so the
+        per-attribute pass finds them done. A failure here only loses the head start."""
+        if self.policy is not ContentPolicy.REDACTED or self.redact_many is None:
+            return
+        with self._redacted_lock:
+            todo = list(dict.fromkeys(t for t in texts if t not in self._redacted))
+        if not todo:
+            return
+        try:
+            done = self.redact_many(todo)
+        except Exception:
+            log.exception("batched PII redaction failed; texts are redacted one by one")
+            return
+        self._remember(zip(todo, done))
+
+    def _remember(self, pairs: Iterable[tuple[str, str]]) -> None:
+        with self._redacted_lock:
+            for raw, redacted in pairs:
+                old = self._redacted.pop(raw, None)
+                if old is not None:
+                    self._redacted_chars -= len(raw) + len(old)
+                self._redacted[raw] = redacted
+                self._redacted_chars += len(raw) + len(redacted)
+            while self._redacted_chars > REDACTED_CACHE_CHARS and self._redacted:
+                raw, redacted = self._redacted.popitem(last=False)
+                self._redacted_chars -= len(raw) + len(redacted)
+
+    def _redact_text(self, text: str) -> str:
+        with self._redacted_lock:
+            done = self._redacted.get(text)
+        if done is not None:
+            return done
+        assert self.redact is not None or self.redact_many is not None
+        done = self.redact(text) if self.redact is not None else self.redact_many([text])[0]  # type: ignore[misc]
+        self._remember([(text, done)])
+        return done
+
     def _content(self, value: Any) -> Any:
         if self.policy is ContentPolicy.OFF:
             return None
         if self.policy is ContentPolicy.FULL:
             return value
-        if self.redact is None:
+        if self.redact is None and self.redact_many is None:
             return None
         try:
             if isinstance(value, str):
-                return self.redact(value)
+                return self._redact_text(value)
             if isinstance(value, (list, tuple)):
-                return [self.redact(v) if isinstance(v, str) else v for v in value]
+                return [self._redact_text(v) if isinstance(v, str) else v for v in value]
             return None  # not text: nothing the redactor could vouch for
         except Exception:  # a failing redactor must not leak content, nor lose the span
             log.exception("PII redaction failed; the content attribute is dropped")
             return None
+
+
+def is_content(key: str) -> bool:
+    """True for attributes that carry prompts, responses, tool arguments or results."""
+    return _is_content(key)
 
 
 def _is_content(key: str) -> bool:

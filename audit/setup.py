@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 from opentelemetry.sdk.trace.export import SpanExporter
@@ -46,16 +47,23 @@ def require_driver(url: str) -> None:
 
 
 def audit_exporters(
-    store: AuditStore | None, sanitizer: Sanitizer, *, otlp: bool = True, spool: Path | None = None
+    store: AuditStore | None,
+    sanitizer: Sanitizer,
+    *,
+    otlp: bool = True,
+    spool: Path | None = None,
+    also: Sequence[SpanExporter] = (),
 ) -> list[SpanExporter]:
-    """The audit-store exporter, plus a sanitized OTLP/HTTP exporter when the OTLP env vars are set.
+    """The audit-store exporter, plus OTLP/HTTP when the OTLP env vars are set, plus `also` (the
+    trace file), behind ONE `SanitizingExporter`: each span is sanitized (PII redacted) once and
+    every destination gets the same sanitized copy.
 
     `spool` (e.g. `<data_dir>/audit-spool.jsonl`) keeps records while the store is unreachable.
     """
-    exporters: list[SpanExporter] = []
+    exporters: list[SpanExporter] = list(also)
     if store is not None:
-        exporters.append(AuditSpanExporter(store, sanitizer, spool=spool))
+        exporters.append(AuditSpanExporter(store, sanitizer.passthrough(), spool=spool))
     remote = otlp_exporter_from_env() if otlp else None
     if remote is not None:
-        exporters.append(SanitizingExporter(remote, sanitizer))
-    return exporters
+        exporters.append(remote)
+    return [SanitizingExporter(exporters, sanitizer)] if exporters else []

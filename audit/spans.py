@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from opentelemetry.sdk.trace import Event, ReadableSpan
 from opentelemetry.trace import Status, format_span_id, format_trace_id
 
-from flotilla.audit.sanitize import Sanitizer
+from flotilla.audit.sanitize import Sanitizer, is_content
 from flotilla.audit.semconv import RUN_ID
 
-__all__ = ["span_payload", "sanitized_span"]
+__all__ = ["span_payload", "sanitized_span", "prime_content"]
 
 
 def span_payload(span: ReadableSpan, sanitizer: Sanitizer) -> dict[str, Any]:
@@ -55,6 +56,23 @@ def sanitized_span(span: ReadableSpan, sanitizer: Sanitizer) -> ReadableSpan:
         end_time=span.end_time,
         instrumentation_scope=span.instrumentation_scope,
     )
+
+
+def prime_content(spans: Sequence[ReadableSpan], sanitizer: Sanitizer) -> None:
+    """Redact the content of a whole export batch at once (see `Sanitizer.prime`)."""
+    sanitizer.prime(_content_texts(spans))
+
+
+def _content_texts(spans: Sequence[ReadableSpan]) -> Iterator[str]:
+    for span in spans:
+        for attrs in (span.attributes, *(ev.attributes for ev in span.events)):
+            for key, value in (attrs or {}).items():
+                if not is_content(key):
+                    continue
+                if isinstance(value, str):
+                    yield value
+                elif isinstance(value, (list, tuple)):
+                    yield from (v for v in value if isinstance(v, str))
 
 
 def run_id_of(span: ReadableSpan) -> str | None:

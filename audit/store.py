@@ -4,7 +4,8 @@ and config changes, on SQLite (default) or PostgreSQL through SQLAlchemy Core.
 Appends are serialised (a process lock plus `BEGIN IMMEDIATE` on SQLite or a transaction-level
 advisory lock on Postgres), so the chain stays one line even with several writers. A batch
 is one transaction: the chain is computed in order, the rows go in with one executemany, the
-signed head and the per-run summaries are updated, and it commits once.
+signed head and the per-run summaries are updated, and it commits once. Appends from several
+threads at once share a transaction (group commit, `group_commit.py`): one fsync for all.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from sqlalchemy.engine import Engine, make_url
 from flotilla.audit import migrate
 from flotilla.audit.chain import GENESIS, ChainRecord, SignedMark, VerifyReport, canonical_json, record_hash, sign_mark, verify_chain
 from flotilla.audit.errors import FlotillaError
+from flotilla.audit.group_commit import GroupCommit
 from flotilla.audit.sanitize import Sanitizer
 from flotilla.audit.schema import anchors, head, records, run_summaries
 from flotilla.audit.summaries import RunSummary, empty_summary, fold_run_event, fold_span
@@ -100,6 +102,8 @@ class AuditStore:
         except Exception as exc:
             raise AuditStoreError(f"cannot open the audit store at {_safe_url(url)}: {exc}") from None
         self._lock = threading.Lock()
+        # Appends from the exporter and every run's start/finish share commits (one fsync each group).
+        self._group = GroupCommit(self._write)
 
     @property
     def dialect(self) -> str:
@@ -115,8 +119,12 @@ class AuditStore:
         for rec in new:
             if rec.kind not in RECORD_KINDS:
                 raise AuditStoreError(f"unknown audit record kind {rec.kind!r}; use one of {sorted(RECORD_KINDS)}")
-        with self._write() as conn:
-            return self._append(conn, new)
+        try:
+            return self._group.run(lambda conn: self._append(conn, new))
+        except FlotillaError:
+            raise
+        except Exception as exc:  # this caller's records only: the rest of its group committed
+            raise AuditStoreError(f"audit store write failed ({_safe_url(self.url)}): {exc}") from exc
 
     def record(self, kind: str, payload: dict[str, Any], *, run_id: str | None = None) -> int:
         """Append one record: an approval, a config change (e.g. a tool re-approval), a run event."""

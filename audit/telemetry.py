@@ -48,16 +48,29 @@ class Telemetry:
         from flotilla.audit.exporter import RunContextProcessor
 
         self.provider.add_span_processor(RunContextProcessor())
+        self._batches: list[BatchSpanProcessor] = []
         for exporter in exporters:
             # A deep queue: the SDK drops spans when it is full, and a dropped span is a hole in the audit trail.
-            self.provider.add_span_processor(BatchSpanProcessor(exporter, max_queue_size=MAX_QUEUE))
+            batch = BatchSpanProcessor(exporter, max_queue_size=MAX_QUEUE)
+            self._batches.append(batch)
+            self.provider.add_span_processor(batch)
 
     @property
     def tracer(self) -> Tracer:
         return self.provider.get_tracer("flotilla")
 
     def flush(self) -> None:
-        self.provider.force_flush()
+        """Export everything queued so far, however long it takes.
+
+        Not `provider.force_flush()`: it shares one 30 s deadline among the processors and skips
+        the ones after it, so a slow exporter (redaction behind) would leave the audit store's
+        queue unexported. Each processor's own flush blocks until its queue is empty.
+        """
+        for batch in self._batches:
+            batch.force_flush()
 
     def shutdown(self) -> None:
+        """Drain every queue fully, then stop. The SDK's shutdown gives its worker 30 s and drops
+        what is still queued after that; draining first means it has nothing left to drop."""
+        self.flush()
         self.provider.shutdown()

@@ -3,8 +3,9 @@
 Order at a point: PII redaction first (so nothing after it — a non-local model, the audit store —
 sees raw PII), then the blocking detectors (YARA, classifier, Llama Guard, NeMo), then the
 tool-result screen (quarantine wraps the final text). The first block stops the chain. Every
-decision, including "disabled", becomes a `gen_ai.guardrail.result` span event on the current
-span (names in audit/semconv.py).
+decision of an enabled engine becomes a `gen_ai.guardrail.result` span event on the current
+span (names in audit/semconv.py). Engines configured off are skipped without a record, and a
+point with no enabled engine is not run at all (`engines()` and `notices()` report what is off).
 """
 
 from __future__ import annotations
@@ -95,10 +96,6 @@ class _Slot:
         return self.cache["rail"]
 
 
-def _disabled(name: str, why: str) -> Verdict:
-    return Verdict(engine=name, rule="disabled", allowed=True, latency_ms=0.0, enabled=False, detail=why)
-
-
 def rail_locality(rail: Rail) -> tuple[dict[str, Any], Route]:
     """Which model an engine would use now, whether it is local, and where its call would go.
 
@@ -162,6 +159,7 @@ class RailsPipeline:
 
     def __init__(self, slots: Sequence[_Slot]) -> None:
         self._slots = list(slots)
+        self._active_points = frozenset(p for s in self._slots if s.enabled for p in s.points)
 
     def engines(self) -> list[dict[str, Any]]:
         """What is configured, for `flotilla validate` and operators: name, enabled, points."""
@@ -190,6 +188,8 @@ class RailsPipeline:
                     await rail.check("warm up", point=point)
 
     async def run(self, point: RailPoint, text: str, *, workflow: str | None = None, agent: str | None = None) -> RailsReport:
+        if point not in self._active_points:  # no enabled engine here: the point costs nothing
+            return RailsReport(point=point, allowed=True, text=text, verdicts=[], latency_ms=0.0, blocked_by=None)
         started = time.perf_counter()
         verdicts: list[Verdict] = []
         with contextlib.ExitStack() as scope:  # ends the confidential scope the chain may enter
@@ -206,7 +206,7 @@ class RailsPipeline:
             if point not in slot.points:
                 continue
             if not slot.enabled:
-                verdict = _disabled(slot.name, slot.disabled_reason or f"{slot.name} is configured off (rails.{slot.name}.enabled: false)")
+                continue  # off costs nothing and records nothing; `engines()` and `notices()` say it is off
             else:
                 try:
                     rail = slot.rail()

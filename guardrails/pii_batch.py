@@ -1,0 +1,186 @@
+"""Batched PII redaction of recorded content (span attributes, run records), for the audit trail.
+
+`PresidioRail.redact` analyses one string at a time, and a chat message list (JSON) is many
+strings. Here a whole export batch is redacted together, giving what `redact` gives text by text:
+
+- JSON stays JSON: its string leaves are pulled out of every text of the batch;
+- leaves that cannot hold any configured entity are not analysed (a fixed set of structural
+  words such as message roles, and short values with no letter and too few digits for a phone,
+  card, SSN, IBAN or IP address). Anything with a letter may be a name and goes through NER;
+- each distinct leaf is analysed once, and remembered (an LRU), so the system prompt repeated
+  in every step, or the same text reaching two exporters, costs one analysis; a long leaf is
+  analysed paragraph by paragraph, so the run's input repeated in every step's prompt is too;
+- the rest goes through spaCy's `nlp.pipe` in one call (Presidio's `BatchAnalyzerEngine`),
+  without the dependency parser, which Presidio does not read.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+from collections import OrderedDict
+from collections.abc import Sequence
+from typing import Any
+
+from presidio_analyzer import BatchAnalyzerEngine
+from presidio_anonymizer.entities import OperatorConfig
+
+from flotilla.guardrails.base import current_own_messages
+from flotilla.guardrails.pii import CHUNK_CHARS, PresidioRail, _outside, placeholder
+
+__all__ = ["BatchRedactor", "could_hold_pii", "STRUCTURAL_WORDS"]
+
+STRUCTURAL_WORDS = frozenset(
+    {"system", "user", "assistant", "tool", "developer", "function", "text", "stop", "length", "tool_calls",
+     "content_filter", "json_object", "json_schema", "image_url", "input_text", "output_text"}
+)
+"""Chat-format enum values (roles, part types, finish reasons): never PII, so never analysed."""
+MIN_DIGITS = 4
+"""The fewest digits any configured numeric entity has (an IPv4 address: 1.2.3.4)."""
+PARAGRAPH_SPLIT_CHARS = 600
+"""Leaves longer than this are analysed per paragraph (blank-line separated)."""
+CACHE_ENTRIES = 20_000
+CACHE_MAX_CHARS = 4_000
+"""Longer leaves are analysed every time rather than held in memory."""
+
+
+def could_hold_pii(leaf: str) -> bool:
+    """False only for text no configured entity can match; when in doubt, True (NER runs)."""
+    stripped = leaf.strip()
+    if len(stripped) < 2 or stripped in STRUCTURAL_WORDS:
+        return False
+    if any(ch.isalpha() for ch in stripped):
+        return True  # a name, an e-mail address, an IBAN: only NER and the recognizers can tell
+    return sum(ch.isdigit() for ch in stripped) >= MIN_DIGITS
+
+
+class BatchRedactor:
+    """`redact_many(texts)` → the texts as `PresidioRail.redact` would return them, as one batch."""
+
+    def __init__(self, rail: PresidioRail, *, batch_size: int = 64) -> None:
+        self.rail = rail
+        self.batch_size = batch_size
+        self._batch = BatchAnalyzerEngine(rail._analyzer)
+        # Presidio reads entities, tokens and lemmas; the dependency parser only costs (~30% of spaCy's time).
+        nlp = getattr(rail._analyzer.nlp_engine, "nlp", {}).get("en")
+        if nlp is not None and "parser" in nlp.pipe_names:
+            nlp.disable_pipe("parser")
+        self._operators = {e: OperatorConfig("replace", {"new_value": placeholder(e)}) for e in rail.entities}
+        self._cache: OrderedDict[str, str] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def redact(self, text: str) -> str:
+        return self.redact_many([text])[0]
+
+    def redact_many(self, texts: Sequence[str]) -> list[str]:
+        parsed = [_json_container(text) for text in texts]
+        leaves: dict[str, None] = {}  # distinct, in order
+        for text, data in zip(texts, parsed):
+            if data is None:
+                leaves[text] = None
+            else:
+                _collect(data, leaves)
+        # A long leaf is redacted paragraph by paragraph (as the rail cuts texts over its limit):
+        # a prompt repeats the run's input plus earlier answers, so its paragraphs are cache hits.
+        pieces = {leaf: _paragraphs(leaf) for leaf in leaves if len(leaf) > PARAGRAPH_SPLIT_CHARS}
+        wanted = dict.fromkeys(p for leaf in leaves for p in pieces.get(leaf, (leaf,)))
+        done = self._leaves(list(wanted))
+        redacted = {leaf: done[leaf] for leaf in leaves if leaf in done and leaf not in pieces}
+        for leaf, parts in pieces.items():
+            if any(part in done for part in parts):
+                redacted[leaf] = "".join(done.get(part, part) for part in parts)
+        out = []
+        for text, data in zip(texts, parsed):
+            if data is None:
+                out.append(redacted.get(text, text))
+                continue
+            changed = [False]
+            new = _replace(data, redacted, changed)
+            out.append(json.dumps(new, ensure_ascii=False) if changed[0] else text)
+        return out
+
+    def _leaves(self, leaves: list[str]) -> dict[str, str]:
+        """Redacted text of each leaf that changes (leaves absent from the result stay as they are)."""
+        done: dict[str, str] = {}
+        todo: list[str] = []
+        with self._lock:
+            for leaf in leaves:
+                if not could_hold_pii(leaf):
+                    continue
+                cached = self._cache.get(leaf)
+                if cached is None:
+                    todo.append(leaf)
+                else:
+                    self._cache.move_to_end(leaf)
+                    if cached != leaf:
+                        done[leaf] = cached
+        if not todo:
+            return done
+        long = [leaf for leaf in todo if len(leaf) > CHUNK_CHARS]  # spaCy's max_length: the rail cuts these up
+        short = [leaf for leaf in todo if len(leaf) <= CHUNK_CHARS]
+        results = dict(zip(short, self._analyze(short))) if short else {}
+        fresh: dict[str, str] = {leaf: self.rail._redact_plain(leaf)[0] for leaf in long}
+        own = current_own_messages()
+        for leaf, found in results.items():
+            found = _outside(found, leaf, own)
+            fresh[leaf] = (
+                self.rail._anonymizer.anonymize(text=leaf, analyzer_results=found, operators=self._operators).text if found else leaf
+            )
+        with self._lock:
+            for leaf, value in fresh.items():
+                if len(leaf) <= CACHE_MAX_CHARS:
+                    self._cache[leaf] = value
+            while len(self._cache) > CACHE_ENTRIES:
+                self._cache.popitem(last=False)
+        done.update({leaf: value for leaf, value in fresh.items() if value != leaf})
+        return done
+
+    def _analyze(self, texts: list[str]) -> list[list[Any]]:
+        return self._batch.analyze_iterator(
+            texts, language="en", batch_size=self.batch_size, entities=self.rail.entities,
+            score_threshold=self.rail.score_threshold,
+        )
+
+
+def _paragraphs(text: str) -> list[str]:
+    """`text` cut at blank lines, the separators pieces of their own; the pieces join back to `text` exactly."""
+    return [piece for piece in re.split(r"(\n[ \t]*\n\s*)", text) if piece]
+
+
+def _json_container(text: str) -> Any:
+    """The parsed value when `text` is a JSON object or array (what `redact` walks), else None."""
+    head = text.lstrip()[:1]
+    if head not in ("{", "["):
+        return None
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return None
+    return data if isinstance(data, (dict, list)) else None
+
+
+def _collect(value: Any, into: dict[str, None]) -> None:
+    if isinstance(value, str):
+        into[value] = None
+    elif isinstance(value, dict):
+        for item in value.values():
+            _collect(item, into)
+    elif isinstance(value, list):
+        for item in value:
+            _collect(item, into)
+
+
+def _replace(value: Any, redacted: dict[str, str], changed: list[bool]) -> Any:
+    if isinstance(value, str):
+        new = redacted.get(value)
+        if new is None:
+            return value
+        changed[0] = True
+        return new
+    if isinstance(value, dict):
+        return {key: _replace(item, redacted, changed) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_replace(item, redacted, changed) for item in value]
+    return value
+

@@ -1,0 +1,74 @@
+"""PII redaction of recorded content in a worker process (`RedactionWorker`).
+
+Imports nothing heavy: Presidio, spaCy (and what they pull in) load in the worker only.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+__all__ = ["RedactionWorker"]
+
+
+class RedactionWorker:
+    """`redact_many` in a process of its own, so spaCy's CPU-bound work never holds the event
+    loop's GIL (a thread would: a busy exporter thread slows every agent step) and its memory
+    (spaCy, Presidio, and the libraries they import) stays out of the runtime's process.
+
+    The worker starts on first use (spawned, not forked: the runtime has threads) and loads
+    the model there. If it dies, the call raises (the caller drops the content it could not
+    redact: nothing raw leaks) and the next call starts a new one.
+    """
+
+    def __init__(self) -> None:
+        self._pool: Any = None
+        self._lock = threading.Lock()
+
+    def redact_many(self, texts: Sequence[str]) -> list[str]:
+        from concurrent.futures.process import BrokenProcessPool
+
+        pool = self._started()
+        try:
+            return pool.submit(_redact_in_worker, list(texts)).result()
+        except BrokenProcessPool:
+            with self._lock:
+                if self._pool is pool:
+                    self._pool = None
+            raise
+
+    def _started(self) -> Any:
+        with self._lock:
+            if self._pool is None:
+                import multiprocessing
+                from concurrent.futures import ProcessPoolExecutor
+
+                self._pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+            return self._pool
+
+    def close(self) -> None:
+        with self._lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=True)
+
+
+_WORKER_REDACTOR: Any = None
+
+
+def _redact_in_worker(texts: list[str]) -> list[str]:
+    """Runs in the worker process: the model loads there, once."""
+    global _WORKER_REDACTOR
+    if _WORKER_REDACTOR is None:
+        # This process only runs spaCy's small CPU model: Presidio's optional transformers engine
+        # and thinc's optional PyTorch support (both imported when installed) would add ~380 MB.
+        # Marked absent, they are skipped as if not installed; nothing else runs here.
+        for optional in ("torch", "transformers"):
+            sys.modules.setdefault(optional, None)  # type: ignore[arg-type]
+        from flotilla.guardrails.pii import PresidioRail
+        from flotilla.guardrails.pii_batch import BatchRedactor
+
+        _WORKER_REDACTOR = BatchRedactor(PresidioRail())
+    return _WORKER_REDACTOR.redact_many(texts)

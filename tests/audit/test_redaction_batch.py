@@ -1,0 +1,137 @@
+"""Recorded content is redacted once per span, batched and cached, and no raw PII leaves.
+
+The end-to-end test runs a workflow wired as `flotilla run` wires it (build_runtime: trace
+file, audit store, run store and OTLP behind one sanitizing exporter) with every rail off, so
+the only thing between the prompt's PII and the records is the `redacted` content policy.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from flotilla.audit.exporter import SanitizingExporter
+from flotilla.audit.sanitize import Sanitizer
+from flotilla.audit.setup import audit_exporters
+from flotilla.audit.store import AuditStore
+from flotilla.audit.telemetry import Telemetry
+from flotilla.graphs import load_workflow
+from flotilla.guardrails.pii import PresidioRail
+from flotilla.guardrails.pii_batch import BatchRedactor, could_hold_pii
+from flotilla.runtime.settings import load_settings
+from flotilla.runtime.wiring import build_runtime
+from tests.audit.otlp_receiver import OtlpReceiver, attrs_of
+from tests.support.scripted_openai import Reply, ScriptedOpenAI
+from tests.support.servers import serve_app
+
+PII = ("Maria Gonzalez", "maria.gonzalez@example.org", "4111 1111 1111 1111")
+PROMPT = f"Refund request from {PII[0]} ({PII[1]}), card {PII[2]}: please refund invoice INV-77."
+RAILS_OFF = {name: {"enabled": False} for name in ("presidio", "yara", "injection_classifier", "tool_screen", "llama_guard", "nemo")}
+
+
+@pytest.fixture(scope="module")
+def batch() -> BatchRedactor:
+    return BatchRedactor(PresidioRail())
+
+
+def test_batched_redaction_gives_what_the_rail_gives_text_by_text(batch: BatchRedactor) -> None:
+    texts = [
+        "Call Maria Gonzalez or write to maria.g@example.org",
+        "card 4111 1111 1111 1111, nothing else",
+        json.dumps([{"role": "system", "content": "You are helpful."}, {"role": "user", "content": "John Smith lives at 10.1.2.3"}]),
+        json.dumps({"total": 12.5, "names": ["Ann Lee", "ok"]}),
+        "nothing to see",
+        "user",
+    ]
+    expected = [batch.rail.redact(text)[0] for text in texts]
+    assert batch.redact_many(texts) == expected
+    assert batch.redact_many(texts) == expected  # the second time from the cache, the same answer
+    assert "John Smith" not in expected[2] and json.loads(expected[2])[0] == {"role": "system", "content": "You are helpful."}
+
+
+def test_the_prefilter_only_skips_text_no_entity_can_match() -> None:
+    for skipped in ("user", "assistant", "12.5", "", "x", "203", "-", "42%"):
+        assert not could_hold_pii(skipped), skipped
+    for analysed in ("Ann", "Bo Li", "a@b.co", "1.2.3.4", "020 7946 0958", "4111111111111111", "GB82WEST12345698765432"):
+        assert could_hold_pii(analysed), analysed
+
+
+def test_a_batch_is_redacted_once_and_shared_by_every_exporter(sqlite_store: AuditStore) -> None:
+    seen: list[list[str]] = []
+
+    def redact_many(texts: Sequence[str]) -> list[str]:
+        seen.append(list(texts))
+        return [text.replace("Maria", "<PERSON>") for text in texts]
+
+    sanitizer = Sanitizer("redacted", redact_many=redact_many)
+    memory = InMemorySpanExporter()
+    (shared,) = audit_exporters(sqlite_store, sanitizer, otlp=False, also=[memory])
+    assert isinstance(shared, SanitizingExporter)
+    telemetry = Telemetry([shared])
+    for step in range(3):
+        with telemetry.tracer.start_as_current_span(f"chat step-{step}", attributes={
+            "flotilla.run_id": "run-1", "gen_ai.operation.name": "chat",
+            "gen_ai.input.messages": json.dumps([{"role": "user", "content": "Hello, I am Maria"}]),  # the same in every step
+            "gen_ai.output.messages": f"Reply {step} to Maria",
+        }):
+            pass
+    telemetry.shutdown()
+
+    assert len(seen) == 1  # one batch, one call, each distinct text once
+    assert sorted(seen[0]) == sorted({json.dumps([{"role": "user", "content": "Hello, I am Maria"}]), *(f"Reply {s} to Maria" for s in range(3))})
+    stored = [r.payload["attributes"] for r in sqlite_store.run_records("run-1") if r.kind == "span"]
+    assert len(stored) == 3 and all("Maria" not in json.dumps(a) for a in stored)
+    assert all("Maria" not in json.dumps(dict(s.attributes)) for s in memory.get_finished_spans())
+
+
+@pytest.fixture
+def wired_project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """A two-step workflow on a scripted model that echoes the PII back, wired by build_runtime, OTLP on."""
+    project = tmp_path / "project"
+    project.mkdir()
+    schema = {"type": "object", "properties": {"summary": {"type": "string"}}, "required": ["summary"]}
+    agents = {}
+    for step in ("read", "reply"):
+        (project / f"{step}.md").write_text(f"You are the {step} step.\n")
+        (project / f"{step}.schema.json").write_text(json.dumps(schema))
+        agents[step] = {"role": step, "instructions": f"{step}.md", "output_schema": f"{step}.schema.json", "model": f"m-{step}"}
+    workflow = {"name": "pii_probe", "agents": agents, "rails": RAILS_OFF, "edges": [{"from": "read", "to": "reply"}]}
+    (project / "pii_probe.yaml").write_text(json.dumps(workflow))
+    server = ScriptedOpenAI(default=lambda body: Reply(json.dumps({"summary": f"{PII[0]} at {PII[1]} asks for a refund"})))
+    with serve_app(server.app()) as url, OtlpReceiver() as receiver:
+        config = {"models": {f"m-{s}": {"provider": "openai-compatible", "base_url": f"{url}/v1", "model": s, "max_retries": 0}
+                             for s in ("read", "reply")},
+                  "data_dir": str(tmp_path / "data"), "audit_content": "redacted"}
+        (project / "flotilla.yaml").write_text(json.dumps(config))
+        monkeypatch.setenv("FLOTILLA_CONFIG", str(project / "flotilla.yaml"))
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.endpoint)
+        yield project, tmp_path / "data", receiver, server
+
+
+async def test_no_raw_pii_from_the_prompt_reaches_the_store_the_trace_file_or_otlp(wired_project) -> None:
+    project, data_dir, receiver, server = wired_project
+    runtime = build_runtime(load_settings())
+    try:
+        async with runtime.runner:
+            result = await runtime.runner.run(load_workflow(project / "pii_probe.yaml"), PROMPT)
+    finally:
+        runtime.close()  # drains the exporters
+    assert result.status == "succeeded", result.error
+    assert PII[0] in json.dumps(server.requests)  # rails off: the model did see the PII
+
+    records = runtime.audit_store.run_records(result.run_id) if runtime.audit_store else []
+    stored = json.dumps([r.payload for r in records], ensure_ascii=False)
+    spans = receiver.spans()
+    otlp = json.dumps([{k: str(v) for k, v in attrs_of(s).items()} for s in spans], ensure_ascii=False)
+    traces = (data_dir / "traces.jsonl").read_text(encoding="utf-8")
+    run = runtime.runs.get_run(result.run_id)
+    run_row = json.dumps([run.input, run.output, run.steps], ensure_ascii=False)
+    for where, text in {"audit store": stored, "OTLP": otlp, "trace file": traces, "run store": run_row}.items():
+        for value in PII:
+            assert value not in text, f"{value!r} reached the {where}"
+    assert "<PERSON>" in stored and "<PERSON>" in otlp and "<EMAIL>" in traces  # content kept, redacted
+    assert {r.kind for r in records} >= {"span", "run"} and runtime.audit_store.verify().ok
