@@ -1,32 +1,39 @@
 """An agent step: role + instructions + output schema + model binding.
 
 One step asks its model for JSON constrained by the output schema, validates the reply with
-pydantic, asks once more with the validation error if it does not fit, and otherwise ends
-with `AgentOutputInvalid`. Every model call is a GenAI `chat` span.
+pydantic, asks once more with the validation error if it does not fit, then verifies the
+answer (agents/verify.py). An answer that still does not fit, or fails a check, goes to the
+agent's next model tier (agents/cascade.py); when none passes, the step raises `NeedsReview`.
+`timeout_s` bounds the whole step: repair, tiers and all. Every model call is a GenAI `chat` span.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any, Callable
 
 from opentelemetry import trace
 from opentelemetry.trace import Span, Status, StatusCode, Tracer
 
-from flotilla.agents.models.base import ChatRequest, ChatResult, ModelError
+from flotilla.agents.cascade import Attempt, NeedsReview, escalation_message, skip_reason
+from flotilla.agents.models.base import ChatRequest, ChatResult, ModelError, ModelTimeout
+from flotilla.agents.models.policy import BudgetExhausted, RemoteModelRefused, escalating
 from flotilla.agents.models.registry import Binding
 from flotilla.agents.output import OutputMismatch, OutputSchema
+from flotilla.agents.verify import Verifier, failures
 from flotilla.audit.semconv import PROVIDER, evaluation_event, model_span_kind, provider_name
 
 if TYPE_CHECKING:
     from flotilla.agents.tool_loop import ToolRails
     from flotilla.tools import ToolView
 
-__all__ = ["Agent", "StepResult", "AgentOutputInvalid", "ContextHook", "PolicyHook"]
+__all__ = ["Agent", "StepResult", "AgentOutputInvalid", "NeedsReview", "ContextHook", "PolicyHook"]
 
 OUTPUT_SCHEMA_EVALUATION = "output_schema"
 """`gen_ai.evaluation.name` of the check that a reply matches the agent's output schema."""
@@ -53,6 +60,14 @@ class StepResult:
     repaired: bool
     notes: list[str] = field(default_factory=list)
     tool_calls: list[dict[str, Any]] = field(default_factory=list)
+    tier: str | None = None
+    """The model alias that gave the answer."""
+    attempts: list[dict[str, Any]] = field(default_factory=list)
+    """Each tier tried (or skipped), in order: `{model, ok, reasons}`."""
+    verification: list[dict[str, Any]] = field(default_factory=list)
+    """The answer's verdicts: `{check, passed, message}`."""
+    answer: dict[str, Any] | None = None
+    """The model's answer before the policy hook corrected it (checks see it as `state["answer"]`)."""
 
 
 @dataclass(slots=True)
@@ -74,6 +89,14 @@ class Agent:
     tool_view: ToolView | None = None
     """The MCP tools it may see and call; set when the runtime has a tool hub."""
     max_tool_steps: int = 4
+    escalation: tuple[Binding, ...] = ()
+    """Further model tiers, in order, after `binding` (`model: [a, b, c]` in YAML)."""
+    verifier: Verifier | None = None
+    """The checks every answer must pass; None: the built-in ones (agents/verify.py)."""
+
+    @property
+    def tiers(self) -> tuple[Binding, ...]:
+        return (self.binding, *self.escalation)
 
     @property
     def json_schema(self) -> dict[str, Any]:
@@ -105,11 +128,70 @@ class Agent:
         ]
 
     async def run(self, state: dict[str, Any], tracer: Tracer, *, rails: ToolRails | None = None, workflow: str | None = None) -> StepResult:
-        if self.tools and self.tool_view is not None:
-            return await self._run_with_tools(state, tracer, rails=rails, workflow=workflow)
-        messages = self.messages(state)
+        """The first answer, tier by tier, that passes validation and verification; else NeedsReview."""
+        verifier = self.verifier or Verifier.defaults(self.json_schema)
+        attempts: list[Attempt] = []
+        reasons: list[str] = []
+        quoted: str | None = None
         started = time.perf_counter()
-        first, output, problem = await self._call(messages, tracer)
+        deadline = time.monotonic() + self.timeout_s if self.timeout_s else None
+        lone = len(self.tiers) == 1
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                for tier in self.tiers:
+                    if skip := skip_reason(tier, only_tier=lone):
+                        attempts.append(Attempt(tier.alias, ok=False, reasons=[skip], skipped=True))
+                        continue
+                    attempts.append(attempt := Attempt(tier.alias, ok=False))
+                    shown = [escalation_message(reasons)] if reasons else []
+                    marked = escalating(f"{self.name}: {reasons[0]}") if reasons else contextlib.nullcontext()
+                    try:
+                        with marked:
+                            result = await self._answer(tier, state, tracer, shown, deadline, rails=rails, workflow=workflow)
+                    except (BudgetExhausted, RemoteModelRefused):
+                        raise  # the run's policy said no: not this tier's failure
+                    except ModelError as exc:
+                        if lone and not isinstance(exc, (AgentOutputInvalid, ModelTimeout)):
+                            raise  # one tier, an endpoint error: the run fails with it, typed, as ever
+                        attempt.reasons = reasons = [f"{exc.code}: {exc.message}"]
+                        quoted = exc.quoted or quoted
+                        continue
+                    verdicts = verifier.verify(result.output, {**state, "answer": result.answer}, trace.get_current_span())
+                    attempt.reasons = reasons = failures(verdicts)
+                    if not reasons:
+                        attempt.ok = True
+                        return replace(
+                            result,
+                            latency_ms=(time.perf_counter() - started) * 1000,
+                            tier=tier.alias,
+                            attempts=[a.to_dict() for a in attempts],
+                            verification=[v.to_dict() for v in verdicts],
+                        )
+        except TimeoutError:
+            why = f"the step deadline of {self.timeout_s:g}s passed"
+            if attempts and not attempts[-1].skipped and not attempts[-1].reasons:
+                attempts[-1].reasons = [why]
+            else:
+                attempts.append(Attempt("deadline", ok=False, reasons=[why]))
+        raise NeedsReview(self.name, attempts, quoted=quoted)
+
+    async def _answer(
+        self,
+        tier: Binding,
+        state: dict[str, Any],
+        tracer: Tracer,
+        shown: list[dict[str, str]],
+        deadline: float | None,
+        *,
+        rails: ToolRails | None,
+        workflow: str | None,
+    ) -> StepResult:
+        """One tier's answer, schema-valid (after one repair) and through the policy hook."""
+        if self.tools and self.tool_view is not None:
+            return await self._run_with_tools(tier, state, tracer, shown, deadline, rails=rails, workflow=workflow)
+        messages = [*self.messages(state), *shown]
+        started = time.perf_counter()
+        first, output, problem = await self._call(tier, messages, tracer, deadline)
         results = [first]
         if problem:
             # One repair: show the model its reply and what was wrong with it.
@@ -118,16 +200,18 @@ class Agent:
                 {"role": "assistant", "content": first.text},
                 {"role": "user", "content": f"That reply is not valid: {problem}. Answer again with valid JSON only."},
             ]
-            second, output, problem = await self._call(messages, tracer)
+            second, output, problem = await self._call(tier, messages, tracer, deadline)
             results.append(second)
             if problem:
                 raise AgentOutputInvalid(
                     f"agent {self.name!r}: the model's output does not match {self.output.name} after one repair: {problem}",
                     quoted=self._quoted(second.text),
                 )
+        answer = self.output.dump(output)
         output, notes = self._apply_policy(output, state)
         return StepResult(
             output=self.output.dump(output),
+            answer=answer,
             model=results[-1].model,
             input_tokens=sum(r.input_tokens for r in results),
             output_tokens=sum(r.output_tokens for r in results),
@@ -136,20 +220,30 @@ class Agent:
             notes=notes,
         )
 
-    async def _run_with_tools(self, state: dict[str, Any], tracer: Tracer, *, rails: ToolRails | None, workflow: str | None) -> StepResult:
+    async def _run_with_tools(
+        self,
+        tier: Binding,
+        state: dict[str, Any],
+        tracer: Tracer,
+        shown: list[dict[str, str]],
+        deadline: float | None,
+        *,
+        rails: ToolRails | None,
+        workflow: str | None,
+    ) -> StepResult:
         from flotilla.agents.tool_loop import run_tool_loop  # imports the MCP client stack
 
         started = time.perf_counter()
         loop = await run_tool_loop(
-            self.messages(state),
+            [*self.messages(state), *shown],
             self.tool_view,
-            self.binding.client,
+            tier.client,
             self.json_schema,
             max_steps=self.max_tool_steps,
             tracer=tracer,
             agent_name=self.name,
             max_tokens=self.max_tokens,
-            timeout_s=self.timeout_s,
+            timeout_s=_remaining(deadline),
             rails=rails,
             workflow=workflow,
         )
@@ -161,11 +255,13 @@ class Agent:
                 quoted=self._quoted(json.dumps(loop.output, ensure_ascii=False)),
             )
         notes = [f"tool {name} withheld: its description changed; re-approve with `flotilla tools approve`" for name in loop.blocked]
+        answer = self.output.dump(output)
         output, policy_notes = self._apply_policy(output, state)
         notes += policy_notes
         return StepResult(
             output=self.output.dump(output),
-            model=loop.model_results[-1].model if loop.model_results else self.binding.client.name,
+            answer=answer,
+            model=loop.model_results[-1].model if loop.model_results else tier.client.name,
             input_tokens=loop.input_tokens,
             output_tokens=loop.output_tokens,
             latency_ms=(time.perf_counter() - started) * 1000,
@@ -198,17 +294,17 @@ class Agent:
         except OutputMismatch as exc:
             return None, str(exc)
 
-    async def _call(self, messages: list[dict[str, str]], tracer: Tracer) -> tuple[ChatResult, Any, str]:
+    async def _call(self, tier: Binding, messages: list[dict[str, str]], tracer: Tracer, deadline: float | None = None) -> tuple[ChatResult, Any, str]:
         """One model call, its reply validated against the output schema inside the chat span, so
         the validation is a `gen_ai.evaluation.result` on the call it judged. Returns (reply, output, problem)."""
-        client = self.binding.client
+        client = tier.client
         provider = getattr(client, "provider", None)
         request = ChatRequest(
             messages=messages,
             json_schema=self.json_schema,
             schema_name=self.output.name,
             max_tokens=self.max_tokens,
-            timeout_s=self.timeout_s,
+            timeout_s=_remaining(deadline),  # no call outlives the step's deadline
         )
         with tracer.start_as_current_span(
             f"chat {client.name}", kind=model_span_kind(provider), record_exception=False, set_status_on_exception=False
@@ -222,8 +318,8 @@ class Agent:
                     "gen_ai.output.type": "json",
                     "gen_ai.request.max_tokens": self.max_tokens,
                     "gen_ai.request.temperature": request.temperature,
-                    "flotilla.model_alias": self.binding.alias,
-                    "flotilla.model_fallback": self.binding.fallback,
+                    "flotilla.model_alias": tier.alias,
+                    "flotilla.model_fallback": tier.fallback,
                     # Content: exporters keep it redacted, in full or not at all, per audit policy.
                     "gen_ai.input.messages": json.dumps(messages, ensure_ascii=False),
                 }
@@ -247,6 +343,10 @@ class Agent:
             output, problem = self._validate(result.text)
             evaluation_event(span, OUTPUT_SCHEMA_EVALUATION, passed=not problem, explanation=problem)
             return result, output, problem
+
+
+def _remaining(deadline: float | None) -> float | None:
+    return None if deadline is None else max(0.001, deadline - time.monotonic())
 
 
 @lru_cache(maxsize=1024)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import importlib
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -19,6 +19,7 @@ from flotilla.agents.agent import Agent
 from flotilla.agents.models.registry import ModelRegistry
 from flotilla.agents.output import JsonSchemaOutput, OutputSchema, PydanticOutput
 from flotilla.graphs.spec import END, SpecError, SpecProblem, WorkflowSpec
+from flotilla.graphs.verify_spec import build_verifier, check_tiers, check_verify, tiers_of
 
 if TYPE_CHECKING:
     from flotilla.tools import ToolHub
@@ -74,13 +75,23 @@ def _reachable(spec: WorkflowSpec) -> set[str]:
     return seen
 
 
-def check_spec(spec: WorkflowSpec, known_aliases: Iterable[str], tool_servers: Iterable[str] | None = None) -> list[SpecProblem]:
+def check_spec(
+    spec: WorkflowSpec,
+    known_aliases: Iterable[str],
+    tool_servers: Iterable[str] | None = None,
+    known_tools: Mapping[str, Iterable[str]] | None = None,
+) -> list[SpecProblem]:
     """Every semantic problem in `spec`. `tool_servers`, when given, are the configured MCP
-    server names that tool allowlists are checked against."""
+    server names that tool allowlists are checked against; `known_tools`, the tools each server
+    is known to offer (its pins in mcp.lock.json), that tool nodes are checked against."""
     if spec.kind == "python":
         from flotilla.graphs.factory import check_python
 
         return check_python(spec, known_aliases, tool_servers)
+    if spec.kind == "router":
+        from flotilla.graphs.router import check_router
+
+        return check_router(spec)
     file = str(spec.source) if spec.source else "<workflow>"
     problems: list[SpecProblem] = []
 
@@ -114,6 +125,14 @@ def check_spec(spec: WorkflowSpec, known_aliases: Iterable[str], tool_servers: I
 
     aliases = set(known_aliases)
     for name, agent in spec.agents.items():
+        if agent.kind != "model":
+            from flotilla.graphs.node_checks import check_node
+
+            if spec.kind == "research":
+                problem(f"a research workflow's agents are model steps; {name!r} is a {agent.kind} node", "agents", name, agent.kind)
+            for message, key in check_node(spec, name, tool_servers, known_tools):
+                problem(message, "agents", name, *key)
+            continue
         if not (spec.base_dir / agent.instructions).is_file():
             problem(f"instructions file {agent.instructions!r} not found (paths are relative to {spec.base_dir})", "agents", name, "instructions")
         try:
@@ -128,8 +147,14 @@ def check_spec(spec: WorkflowSpec, known_aliases: Iterable[str], tool_servers: I
                         raise _Unresolved(f"{ref!r} is not callable")
                 except _Unresolved as exc:
                     problem(f"{hook} does not resolve: {exc}", "agents", name, hook)
-        if agent.model not in aliases:
-            problem(f"unknown model alias {agent.model!r}; declare it under `models:` in flotilla.yaml (known: {', '.join(sorted(aliases))})", "agents", name, "model")
+        for message, key in check_tiers(agent, aliases):
+            problem(message, "agents", name, *key)
+        try:
+            output = load_output_schema(agent.output_schema, spec.base_dir)
+        except _Unresolved:
+            output = None  # reported above
+        for message, key in check_verify(agent, output, resolve_ref):
+            problem(message, "agents", name, *key)
         if tool_servers is not None and agent.tools:
             from flotilla.tools import Allowlist
 
@@ -151,17 +176,21 @@ def validate_spec(spec: WorkflowSpec, known_aliases: Iterable[str]) -> WorkflowS
 
 def build_agents(spec: WorkflowSpec, registry: ModelRegistry, tools: ToolHub | None = None) -> dict[str, Agent]:
     """The agents a YAML spec declares (a Python workflow's factory builds its own: none here)."""
-    if spec.kind == "python":
+    if spec.kind in ("python", "router"):  # a router has no agents: it hands the run to a workflow
         return {}
     validate_spec(spec, registry.aliases)
     agents: dict[str, Agent] = {}
     for name, a in spec.agents.items():
+        if a.kind != "model":  # tool and function nodes call no model: graphs/compile.py builds them
+            continue
         agents[name] = Agent(
             name=name,
             role=a.role,
             instructions=(spec.base_dir / a.instructions).read_text(encoding="utf-8"),
-            output=load_output_schema(a.output_schema, spec.base_dir),
-            binding=registry.resolve(a.model),
+            output=(output := load_output_schema(a.output_schema, spec.base_dir)),
+            binding=registry.resolve(tiers_of(a)[0]),
+            escalation=tuple(registry.resolve(alias) for alias in tiers_of(a)[1:]),
+            verifier=build_verifier(a, output, resolve_ref),
             reads=tuple(a.reads) if a.reads is not None else None,
             include_input=a.include_input,
             timeout_s=a.timeout_s,

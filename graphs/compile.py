@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import operator
-from typing import Annotated, Any, Protocol, TypedDict
+from typing import TYPE_CHECKING, Annotated, Any, Protocol, TypedDict
 
 from langgraph.graph import END as LG_END
 from langgraph.graph import START, StateGraph
@@ -16,9 +16,12 @@ from langgraph.graph.state import CompiledStateGraph
 from langgraph.types import Checkpointer
 from opentelemetry.trace import Status, StatusCode, Tracer
 
-from flotilla.agents.agent import Agent
+from flotilla.agents.agent import Agent, NeedsReview
 from flotilla.graphs.spec import END, WorkflowSpec
 from flotilla.guardrails.base import RailPoint
+
+if TYPE_CHECKING:
+    from flotilla.tools import ToolHub
 
 __all__ = ["RunState", "RailsHook", "agent_node", "compile_workflow", "StepFailed"]
 
@@ -84,6 +87,8 @@ def agent_node(agent: Agent, tracer: Tracer, *, workflow: str, rails: RailsHook 
                 span.set_attribute("error.type", type(exc).__name__)
                 error = exc.to_dict() if hasattr(exc, "to_dict") else {"type": type(exc).__name__, "code": "internal_error", "message": str(exc)}
                 record = {**base, "ok": False, "latency_ms": None, "input_tokens": 0, "output_tokens": 0, "output": None, "error": error}
+                if isinstance(exc, NeedsReview):  # every tier tried: the record says which, and why each failed
+                    record.update(tier=None, attempts=[a.to_dict() for a in exc.attempts])
                 raise StepFailed(agent.name, record, exc) from exc
             span.set_attributes(
                 {"gen_ai.usage.input_tokens": result.input_tokens, "gen_ai.usage.output_tokens": result.output_tokens, "flotilla.repaired": result.repaired}
@@ -98,6 +103,9 @@ def agent_node(agent: Agent, tracer: Tracer, *, workflow: str, rails: RailsHook 
                 "output": output,
                 "repaired": result.repaired,
                 "notes": result.notes,
+                "tier": result.tier,
+                "attempts": result.attempts,
+                "verification": result.verification,
             }
             if result.tool_calls:
                 record["tool_calls"] = result.tool_calls
@@ -127,10 +135,15 @@ def compile_workflow(
     *,
     rails: RailsHook | None = None,
     checkpointer: Checkpointer = None,
+    tools: ToolHub | None = None,
 ) -> CompiledStateGraph:
+    """`agents` are the model steps (graphs/build.py); tool and function nodes are built here
+    from the spec (`tools`: the runtime's MCP hub, which tool nodes call)."""
     builder = StateGraph(RunState)
     for name, agent in agents.items():
         builder.add_node(name, agent_node(agent, tracer, workflow=spec.name, rails=rails))
+    for name, node in _deterministic_nodes(spec, tracer, rails, tools).items():
+        builder.add_node(name, node)
     builder.add_edge(START, spec.entry_agent)
     has_outgoing = set()
     for edge in spec.edges:
@@ -141,7 +154,24 @@ def compile_workflow(
             targets = {t: (LG_END if t == END else t) for t in edge.targets}
             path_map = {**targets, LG_END: LG_END}
             builder.add_conditional_edges(edge.source, _router(edge.switch, edge.cases, edge.default), path_map)
-    for name in agents:
+    for name in spec.agents:
         if name not in has_outgoing:
             builder.add_edge(name, LG_END)
     return builder.compile(checkpointer=checkpointer, name=spec.name)
+
+
+def _deterministic_nodes(spec: WorkflowSpec, tracer: Tracer, rails: RailsHook | None, tools: ToolHub | None) -> dict[str, Any]:
+    """The spec's tool and function nodes as LangGraph nodes (they call no model)."""
+    from flotilla.graphs.build import load_output_schema, resolve_ref
+    from flotilla.graphs.function_node import function_node
+    from flotilla.graphs.tool_node import tool_node
+
+    nodes: dict[str, Any] = {}
+    for name, node in spec.agents.items():
+        if node.kind == "tool":
+            nodes[name] = tool_node(name, node, tools, tracer, workflow=spec.name, rails=rails)
+        elif node.kind == "function":
+            assert node.function is not None
+            output = load_output_schema(node.output_schema, spec.base_dir) if node.output_schema else None
+            nodes[name] = function_node(name, resolve_ref(node.function), node.function, tracer, workflow=spec.name, output=output)
+    return nodes

@@ -90,6 +90,27 @@ class WorkflowContext:
         self.agents[agent.name] = agent
         return agent_node(agent, self.tracer, workflow=self.workflow, rails=self.rails)
 
+    def tool_node(
+        self, name: str, tool: str, arguments: dict[str, Any], *, on_error: str = "fail", timeout_s: float | None = None
+    ) -> Callable[..., Any]:
+        """A node calling the MCP tool `server.tool` directly (graphs/tool_node.py), like a YAML `tool:` node."""
+        from flotilla.graphs.spec import AgentSpec
+        from flotilla.graphs.tool_node import tool_node
+
+        spec = AgentSpec(role=name, tool=tool, arguments=arguments, on_error=on_error, timeout_s=timeout_s)  # type: ignore[arg-type]
+        server = tool.partition(".")[0]
+        if self.tools is None and self.tool_servers is not None and server not in self.tool_servers:
+            raise ConfigError(f"tool node {name!r}: no MCP server {server!r} is configured (configured: {', '.join(sorted(self.tool_servers)) or 'none'})")
+        return tool_node(name, spec, self.tools, self.tracer, workflow=self.workflow, rails=self.rails)
+
+    def function_node(self, name: str, function: Callable[[dict[str, Any]], Any], output: type | None = None) -> Callable[..., Any]:
+        """A node running deterministic Python over the state (graphs/function_node.py), like a YAML `function:` node."""
+        from flotilla.agents.output import PydanticOutput
+        from flotilla.graphs.function_node import function_node
+
+        ref = f"{function.__module__}:{function.__qualname__}"
+        return function_node(name, function, ref, self.tracer, workflow=self.workflow, output=PydanticOutput(output) if output else None)
+
 
 @dataclass(frozen=True)
 class PythonWorkflow:

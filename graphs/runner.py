@@ -22,7 +22,7 @@ from opentelemetry.trace import Status, StatusCode
 
 from langgraph.graph.state import CompiledStateGraph
 
-from flotilla.agents.agent import Agent
+from flotilla.agents.agent import Agent, NeedsReview
 from flotilla.agents.models.policy import RunLedger, RunPolicy, run_scope
 from flotilla.agents.models.registry import ModelRegistry
 from flotilla.audit.errors import FlotillaError, InvalidInput
@@ -98,8 +98,11 @@ class WorkflowRunner:
         max_input_bytes: int,
         rails: RailsHook | None = None,
         tools: ToolHub | None = None,
+        cache_dir: Path | None = None,
     ) -> None:
         self.registry = registry
+        self.cache_dir = cache_dir
+        """Where trained routers are kept (graphs/routed.py); None: train in memory."""
         self.telemetry = telemetry
         self.runs = runs
         self.checkpoint_path = checkpoint_path
@@ -158,8 +161,10 @@ class WorkflowRunner:
                 graph = compile_python(spec, ctx, checkpointer=self._saver)
                 agents = ctx.agents
             else:
-                compile_graph = compile_research if spec.kind == "research" else compile_workflow
-                graph = compile_graph(spec, agents, self.telemetry.tracer, rails=self.rails, checkpointer=self._saver)
+                if spec.kind == "research":
+                    graph = compile_research(spec, agents, self.telemetry.tracer, rails=self.rails, checkpointer=self._saver)
+                else:  # tool nodes call the runtime's MCP hub
+                    graph = compile_workflow(spec, agents, self.telemetry.tracer, rails=self.rails, checkpointer=self._saver, tools=self.tools)
             self._compiled[key] = (agents, graph)
         return self._compiled[key]
 
@@ -189,9 +194,14 @@ class WorkflowRunner:
     ) -> RunResult:
         """`confidential`: the run flag; with it (as with `settings.sensitivity: confidential`, or
         the input rail finding PII) no model call of the run may leave local models."""
+        if spec.kind == "router":  # decide where the request goes, then run that workflow as this run
+            from flotilla.graphs.routed import run_routed
+
+            return await run_routed(self, spec, data, run_id=run_id, initiator=initiator, on_event=on_event, confidential=confidential)
         run_id = run_id or uuid.uuid4().hex
         raw_text = data if isinstance(data, str) else data.decode("utf-8", errors="replace")
-        self.runs.start_run(run_id, spec.name, spec.version(), raw_text, initiator)
+        # Off the event loop: the insert and its audit record each commit (fsync) to disk.
+        await asyncio.to_thread(self.runs.start_run, run_id, spec.name, spec.version(), raw_text, initiator)
         return await self._execute(spec, run_id, data, initiator=initiator, on_event=on_event, resume=False, confidential=confidential)
 
     async def resume(self, spec: WorkflowSpec, run_id: str, *, on_event: EventSink | None = None) -> RunResult:
@@ -200,6 +210,10 @@ class WorkflowRunner:
             raise RunNotFound(f"no run {run_id!r}; `flotilla audit runs` lists runs")
         if record.status in FINISHED:  # the graph ran to its end: nothing to continue
             return RunResult(run_id, record.workflow, record.status, record.output, record.steps, record.error, [f"run already finished: {record.status}"])  # type: ignore[arg-type]
+        if spec.kind == "router":  # continue the workflow the router handed the run to
+            from flotilla.graphs.routed import routed_target
+
+            spec = routed_target(spec, record)
         # A finished run's stored input follows the content policy; its checkpoint holds what the graph ran on.
         data = record.input if record.content in (RAW, "full") else await self._checkpointed_input(spec, record)
         self.runs.mark_running(run_id)
@@ -225,7 +239,9 @@ class WorkflowRunner:
         on_event: EventSink | None,
         resume: bool,
         confidential: bool = False,
+        routed: dict[str, Any] | None = None,
     ) -> RunResult:
+        """`routed`: the route step of a router run handing this run to `spec` (graphs/routed.py)."""
         result = RunResult(run_id, spec.name, "failed")
 
         async def emit(kind: str, **payload: Any) -> None:
@@ -251,6 +267,9 @@ class WorkflowRunner:
             )
             try:
                 await emit("started", workflow=spec.name, resumed=resume)
+                if routed is not None and not resume:
+                    result.steps.append(routed)
+                    await emit("step", **routed)
                 agents, graph = await self._graph(spec, spec.version())
                 for agent in agents.values():
                     if agent.binding.fallback:
@@ -278,7 +297,7 @@ class WorkflowRunner:
                     # goes through the same guard (and PII the input rail finds applies at once).
                     with run_scope(self._policy(spec, confidential, pii=False), ledger):
                         text = await self.rails.check(RailPoint.INPUT, text, workflow=spec.name)
-                start: dict[str, Any] | None = None if resumed_from else {"input": text, "outputs": {}, "steps": [], "confidential": confidential}
+                start: dict[str, Any] | None = None if resumed_from else {"input": text, "outputs": {}, "steps": [routed] if routed else [], "confidential": confidential}
                 policy = self._policy(spec, confidential, pii=text != raw)
                 if start is not None:  # checkpointed: a resumed run (whose input was redacted) stays as confidential
                     start["confidential"] = policy.confidential
@@ -383,6 +402,9 @@ class WorkflowRunner:
 
     @staticmethod
     def _fail(result: RunResult, exc: BaseException) -> None:
+        if isinstance(exc, NeedsReview):  # every allowed tier failed: not a crash, not a success
+            result.status, result.error = "needs_review", exc.to_dict()
+            return
         if isinstance(exc, GuardrailViolation):
             result.status = "blocked"
         else:

@@ -28,6 +28,11 @@ __all__ = [
     "InputSpec",
     "WorkflowSettings",
     "ResearchSettings",
+    "RouterSettings",
+    "CheckSpec",
+    "RouteSpec",
+    "ROUTE_TO_FALLBACK",
+    "NEEDS_REVIEW",
     "SpecError",
     "SpecProblem",
     "parse_spec",
@@ -49,14 +54,65 @@ class InputSpec(_Strict):
     """Overrides the runtime's input size limit for this workflow."""
 
 
+class CheckSpec(_Strict):
+    """One `verify:` entry: exactly one of `expr`, `call`, `grounded`, `confidence`, `degenerate`.
+
+        - {name: lines_add_up, expr: "approx(sum(line_items.amount), subtotal)", message: …}
+        - {name: known_vendor, call: pkg.mod:function, message: …}
+        - grounded: [vendor, invoice_number]     # values that must appear in the input
+        - confidence: 0.7                        # minimum for the output's `confidence` field
+        - degenerate: false                      # turn the built-in degenerate-text check off
+    """
+
+    name: str | None = Field(default=None, pattern=r"^[A-Za-z_][\w.-]*$")
+    expr: str | None = None
+    call: str | None = None
+    grounded: list[str] | None = None
+    confidence: float | None = Field(default=None, ge=0, le=1)
+    degenerate: bool | None = None
+    message: str | None = None
+    """What a failure means, for the step record and a person reviewing it."""
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> CheckSpec:
+        kinds = [k for k in ("expr", "call", "grounded", "confidence", "degenerate") if getattr(self, k) is not None]
+        if len(kinds) != 1:
+            raise ValueError("a check needs exactly one of `expr`, `call`, `grounded`, `confidence` or `degenerate`")
+        if kinds[0] in ("expr", "call") and not (self.name and self.message):
+            raise ValueError(f"an `{kinds[0]}` check needs a `name` and a `message` saying what a failure means")
+        return self
+
+    @property
+    def kind(self) -> str:
+        return next(k for k in ("expr", "call", "grounded", "confidence", "degenerate") if getattr(self, k) is not None)
+
+
 class AgentSpec(_Strict):
+    """One node of a workflow. A model step (the default) has `instructions` and `output_schema`;
+    a tool node has `tool:` (+ `arguments:`) and calls that MCP tool directly; a function node
+    has `function:` and runs deterministic Python. See graphs/tool_node.py and function_node.py."""
+
     role: str
-    instructions: str
-    """Path of the prompt file, relative to the workflow file."""
-    output_schema: str
-    """`package.module:PydanticModel`, or a JSON Schema file relative to the workflow file."""
-    model: str = "embedded"
-    """A model alias from flotilla.yaml."""
+    instructions: str | None = None
+    """Path of the prompt file, relative to the workflow file (model steps)."""
+    output_schema: str | None = None
+    """`package.module:PydanticModel`, or a JSON Schema file relative to the workflow file
+    (model steps; optional on a function node, which is then validated against it)."""
+    tool: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_-]+\.[A-Za-z0-9_.-]+$")
+    """Tool node: the MCP tool `server.tool` this step calls, no model involved."""
+    arguments: dict[str, Any] = Field(default_factory=dict)
+    """Tool node: the call's arguments; a string `"{node.field}"` is that value from the state
+    (`{input}` is the run's input), a longer string with `{…}` in it is filled in as text."""
+    on_error: Literal["fail", "continue"] = "fail"
+    """Tool node: `continue` records a failed call as `{"error": {code, message}}` in the state
+    (for steps that read it as evidence); `fail` ends the run with the typed error."""
+    function: str | None = None
+    """Function node: `package.module:function` taking the run state, returning the step's output."""
+    model: str | list[str] = "embedded"
+    """A model alias from flotilla.yaml, or an ordered list of tiers (`[specialist, frontier]`):
+    an answer that fails validation or verification goes to the next one (agents/cascade.py)."""
+    verify: list[CheckSpec] = Field(default_factory=list)
+    """Checks every answer must pass, beside the built-in ones (agents/verify.py)."""
     tools: list[str] = Field(default_factory=list)
     """Allowlist of MCP tools (`server.tool`, globs allowed)."""
     max_tool_steps: int = Field(default=4, gt=0, le=50)
@@ -70,6 +126,29 @@ class AgentSpec(_Strict):
     """`module:function` computing facts from the state, shown to the model."""
     policy: str | None = None
     """`module:function` enforcing business invariants on the validated output."""
+
+    @property
+    def kind(self) -> Literal["model", "tool", "function"]:
+        return "tool" if self.tool is not None else "function" if self.function is not None else "model"
+
+    @model_validator(mode="after")
+    def _one_node_kind(self) -> AgentSpec:
+        if self.tool is not None and self.function is not None:
+            raise ValueError("a node is either a tool node (`tool:`) or a function node (`function:`), not both")
+        if self.kind == "model":
+            missing = [key for key in ("instructions", "output_schema") if getattr(self, key) is None]
+            if missing:
+                raise ValueError(f"a model step needs {' and '.join(missing)} (or make it a tool node with `tool: server.tool`, or a function node with `function: module:function`)")
+            if self.arguments:
+                raise ValueError("`arguments:` belongs to a tool node; add `tool: server.tool`")
+            return self
+        model_only = ["instructions", "context", "policy", "tools"] + (["output_schema"] if self.kind == "tool" else [])
+        given = [key for key in model_only if getattr(self, key)]
+        if given:
+            raise ValueError(f"a {self.kind} node calls no model: remove {', '.join(given)}")
+        if self.kind == "function" and self.arguments:
+            raise ValueError("`arguments:` belongs to a tool node; a function node reads the run state itself")
+        return self
 
 
 class EdgeSpec(_Strict):
@@ -131,9 +210,39 @@ class ResearchSettings(_Strict):
     """A sub-agent whose specialist fails is retried once on the frontier model (not in confidential runs)."""
 
 
+ROUTE_TO_FALLBACK = "fallback"
+"""A route whose `to:` is this sends its requests to the router's `fallback` (out-of-scope labels)."""
+NEEDS_REVIEW = "needs_review"
+"""A router `fallback:` that ends the run `needs_review` with the scores as the reason."""
+
+
+class RouteSpec(_Strict):
+    """One label of a router: where its requests go, and examples of them."""
+
+    to: str
+    """A workflow (built-in name, or a YAML path relative to the router file), or `fallback`."""
+    description: str = ""
+    examples: list[str] = Field(default_factory=list)
+    """Example requests, added to those in the router's `examples:` file under this label."""
+
+
+class RouterSettings(_Strict):
+    """`kind: router`: a classifier trained from the examples sends each request to one route."""
+
+    routes: dict[str, RouteSpec]
+    examples: str | None = None
+    """A YAML file (relative to the workflow file) mapping each label to a list of example requests."""
+    threshold: float = Field(default=0.5, gt=0, lt=1)
+    """Below this confidence the request goes to `fallback`."""
+    fallback: str = NEEDS_REVIEW
+    """A workflow (like `to:`), or `needs_review`: the run ends needing review, the scores as the reason."""
+    max_chars: int = Field(default=1000, ge=50, le=100_000)
+    """Characters of the request the classifier reads (the opening says what a document is)."""
+
+
 class WorkflowSpec(_Strict):
     name: str = Field(pattern=r"^[a-z][a-z0-9_-]*$")
-    kind: Literal["workflow", "research", "python"] = "workflow"
+    kind: Literal["workflow", "research", "python", "router"] = "workflow"
     """`workflow`: agents joined by edges. `research`: lead fan-out (see the `research:` section).
     `python`: a LangGraph built by a Python factory (`factory:`; see graphs/factory.py)."""
     description: str = ""
@@ -151,10 +260,17 @@ class WorkflowSpec(_Strict):
     rails: dict[str, Any] | None = None
     """Guardrail configuration for this workflow (see guardrails/)."""
     research: ResearchSettings | None = None
+    router: RouterSettings | None = None
+    """`kind: router`: its routes, examples, threshold and fallback (see graphs/router.py)."""
 
     @model_validator(mode="after")
     def _agents_or_factory(self) -> WorkflowSpec:
-        if self.kind == "python":
+        if self.kind == "router" or self.router is not None:
+            if self.kind != "router" or self.router is None:
+                raise ValueError("a router needs both `kind: router` and a `router:` section with its routes")
+            if self.agents or self.edges or self.factory:
+                raise ValueError("a `kind: router` workflow has no agents, edges or factory; it sends each request to one of its `router.routes`")
+        elif self.kind == "python":
             if not self.factory:
                 raise ValueError("a `kind: python` workflow needs `factory: package.module:name`")
             if self.agents or self.edges:
@@ -218,9 +334,16 @@ class WorkflowSpec(_Strict):
         digest = hashlib.sha256(json.dumps(self.model_dump(by_alias=True), sort_keys=True).encode())
         for agent in self.agents.values():
             for ref in (agent.instructions, agent.output_schema):
-                path = self.base_dir / ref
-                if path.is_file():
+                path = self.base_dir / ref if ref else None
+                if path is not None and path.is_file():
                     digest.update(path.read_bytes())
+            code = _module_file(agent.function.partition(":")[0]) if agent.function else None
+            if code is not None:  # a function node's version follows its module's source
+                digest.update(code.read_bytes())
+        if self.router is not None and self.router.examples:  # a router's version follows its examples
+            path = self.base_dir / self.router.examples
+            if path.is_file():
+                digest.update(path.read_bytes())
         if self.factory:  # a Python workflow's version follows its factory module's source
             origin = _module_file(self.factory.partition(":")[0])
             if origin is not None:

@@ -6,7 +6,7 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 from rich.console import Console
@@ -14,6 +14,9 @@ from rich.markup import escape
 
 from flotilla.agents.models.quiet import QUIET_ENV
 from flotilla.audit.errors import ConfigError, FlotillaError
+
+if TYPE_CHECKING:
+    from flotilla.runtime.settings import Settings
 
 # Commands import what they use inside their bodies: `flotilla --help` must not pay for LangGraph,
 # pydantic-settings or any model library (bench/bench_cli.py measures it).
@@ -60,6 +63,14 @@ def _read_input(source: str) -> bytes:
     return path.read_bytes()
 
 
+def _pinned_tools(settings: Settings) -> dict[str, set[str]]:
+    """The tools each MCP server is pinned with (mcp.lock.json): what tool nodes may name."""
+    from flotilla.tools import lock_file_for
+    from flotilla.tools.pins import PinStore
+
+    return PinStore(lock_file_for(settings.config_file)).pinned_tools()
+
+
 @app.command()
 def validate(workflow: Annotated[str, typer.Argument(help="Workflow YAML file or built-in name.")]) -> None:
     """Check a workflow file without running anything."""
@@ -71,7 +82,7 @@ def validate(workflow: Annotated[str, typer.Argument(help="Workflow YAML file or
     try:
         settings = load_settings()
         spec = load_workflow(workflow, settings.workflows)
-        problems = check_spec(spec, set(settings.models) | {"embedded"}, tool_servers=settings.mcp_servers)
+        problems = check_spec(spec, set(settings.models) | {"embedded"}, tool_servers=settings.mcp_servers, known_tools=_pinned_tools(settings))
     except SpecError as exc:
         for problem in exc.problems:
             err_console.print(f"[red]error:[/] {escape(str(problem))}", highlight=False)
@@ -83,11 +94,13 @@ def validate(workflow: Annotated[str, typer.Argument(help="Workflow YAML file or
             err_console.print(f"[red]error:[/] {escape(str(problem))}", highlight=False)
         raise typer.Exit(EXIT_INVALID)
     try:
-        engines = _rails_engines(spec)
+        engines = [] if spec.kind == "router" else _rails_engines(spec)  # a router's targets run their own rails
     except FlotillaError as exc:
         raise fail(f"{spec.source}: rails: {exc.message}") from None
     console = Console()
     shape = f"Python workflow from {spec.factory}" if spec.kind == "python" else f"{len(spec.agents)} agents, {len(spec.edges)} edges"
+    if spec.kind == "router":
+        shape = f"router over {len(spec.router.routes)} routes ({', '.join(spec.router.routes)}), fallback {spec.router.fallback}"
     console.print(f"[green]ok[/] {spec.name}: {shape}, version {spec.version()}", highlight=False)
     for engine in engines:
         if engine["enabled"]:
@@ -106,9 +119,13 @@ def _missing_model_extras(spec, settings) -> list[str]:
 
     by_extra: dict[str, list[str]] = {}
     for name, agent in spec.agents.items():
-        endpoint = settings.models.get(agent.model)
-        extra = "embedded" if endpoint is None or not endpoint.configured else endpoint.provider
-        by_extra.setdefault(extra, []).append(name)
+        if agent.kind != "model":  # tool and function nodes call no model
+            continue
+        for alias in [agent.model] if isinstance(agent.model, str) else agent.model:  # each model tier
+            endpoint = settings.models.get(alias)
+            extra = "embedded" if endpoint is None or not endpoint.configured else endpoint.provider
+            if name not in by_extra.get(extra, []):
+                by_extra.setdefault(extra, []).append(name)
     warnings = []
     for extra, agents in by_extra.items():
         if extra in EXTRA_MODULES and (error := MissingExtra.check(f"the {extra} model", extra, *EXTRA_MODULES[extra])):
@@ -201,6 +218,7 @@ app.add_typer(__import__("flotilla.runtime.cli_tools", fromlist=["tools_app"]).t
 app.add_typer(__import__("flotilla.runtime.cli_mcp", fromlist=["mcp_app"]).mcp_app)
 app.add_typer(__import__("flotilla.runtime.cli_guard", fromlist=["guard_app"]).guard_app)
 app.command("serve")(__import__("flotilla.runtime.serve", fromlist=["serve"]).serve)
+app.command("route")(__import__("flotilla.runtime.cli_route", fromlist=["route"]).route)
 app.command("serve-model")(__import__("flotilla.runtime.cli_model", fromlist=["serve_model"]).serve_model)
 
 

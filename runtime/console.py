@@ -59,10 +59,11 @@ class RunPrinter:
             self.console.print(f"[yellow]note[/] {escape(data['message'])}", highlight=False)
         elif event.kind == "step":
             if data.get("ok"):
-                tokens = f"{data['input_tokens']}→{data['output_tokens']} tok"
+                # A tool or function node says what produced its output; a model step, its model and tokens.
+                tokens = "" if data.get("produced_by") else f"  {data['input_tokens']}→{data['output_tokens']} tok"
                 extra = " [yellow](repaired)[/]" if data.get("repaired") else ""
                 self.console.print(
-                    f"[green]✓[/] [bold]{data['agent']:<8}[/] {data['model']}  {data['latency_ms']:.0f} ms  {tokens}{extra}"
+                    f"[green]✓[/] [bold]{data['agent']:<8}[/] {escape(data.get('produced_by') or str(data['model']))}  {data['latency_ms']:.0f} ms{tokens}{extra}"
                 )
                 self.console.print(f"    [dim]{_brief(data['output'])}[/]", highlight=False)
                 for note in data.get("notes") or []:

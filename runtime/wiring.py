@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import os
-import threading
-from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 
@@ -12,13 +10,13 @@ from flotilla.agents.models.base import ModelClient
 from flotilla.agents.models.openai_compat import OpenAICompatibleClient
 from flotilla.agents.models.registry import ModelEndpoint, ModelRegistry
 from flotilla.audit.runs import RunStore
-from flotilla.audit.exporter import SanitizingExporter
 from flotilla.audit.sanitize import Sanitizer
 from flotilla.audit.setup import audit_exporters, open_audit_store
 from flotilla.audit.store import AuditStore
 from flotilla.audit.telemetry import JsonLinesSpanExporter, Telemetry
 from flotilla.graphs.runner import WorkflowRunner
 from flotilla.guardrails import Guardrails
+from flotilla.guardrails.redaction_worker import RedactionWorker
 from flotilla.runtime.settings import Settings
 from flotilla.tools import open_hub
 
@@ -42,12 +40,14 @@ def embedded_client(settings: Settings) -> ModelClient:
 def _http_client(endpoint: ModelEndpoint, api_key: str | None) -> ModelClient:
     assert endpoint.base_url and endpoint.model, "validated by ModelEndpoint.configured"
     return OpenAICompatibleClient(
-        base_url=endpoint.base_url,
+        base_url=endpoint.replicas,
         model=endpoint.model,
         api_key=api_key,
         timeout_s=endpoint.timeout_s,
         max_retries=endpoint.max_retries,
         local=endpoint.local,
+        breaker=endpoint.breaker,
+        health=endpoint.health,
     )
 
 
@@ -63,13 +63,16 @@ class Runtime:
     runs: RunStore
     runner: WorkflowRunner
     audit_store: AuditStore | None = None
+    redaction: RedactionWorker | None = None
 
     @property
     def trace_file(self):
         return self.settings.data_dir / "traces.jsonl"
 
     def close(self) -> None:
-        self.telemetry.shutdown()
+        self.telemetry.shutdown()  # drains the exporters first: they still need the redaction worker
+        if self.redaction is not None:
+            self.redaction.close()
         self.runs.engine.dispose()
         if self.audit_store is not None:
             self.audit_store.engine.dispose()
@@ -85,37 +88,15 @@ def configured_secrets(settings: Settings) -> list[str]:
     return [v for v in values if v]
 
 
-def _redactor() -> Callable[[str], str]:
-    """PII redaction for recorded content; spaCy loads on first use, in the exporter's thread."""
-    rail = None
-    loading = threading.Lock()  # the exporters' threads and the run store may ask first at once
-
-    def redact(text: str) -> str:
-        nonlocal rail
-        if rail is None:
-            with loading:
-                if rail is None:
-                    from flotilla.guardrails.pii import PresidioRail
-
-                    rail = PresidioRail()
-        return rail.redact(text)[0]
-
-    return redact
-
-
 def build_runtime(settings: Settings) -> Runtime:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    sanitizer = Sanitizer(settings.audit_content, redact=_redactor(), secrets=configured_secrets(settings))
+    redaction = RedactionWorker()  # spaCy runs in its own process, started on first use
+    sanitizer = Sanitizer(settings.audit_content, redact_many=redaction.redact_many, secrets=configured_secrets(settings))
     hmac_key = settings.audit_hmac_key.get_secret_value() if settings.audit_hmac_key else None
     audit_store = open_audit_store(settings.audit_store_url, hmac_key=hmac_key, sanitizer=sanitizer)
-    exporters = [
-        SanitizingExporter(
-            JsonLinesSpanExporter(settings.data_dir / "traces.jsonl", max_bytes=settings.trace_max_bytes, backups=settings.trace_backups),
-            sanitizer,
-        ),
-        *audit_exporters(audit_store, sanitizer, spool=settings.data_dir / "audit-spool.jsonl"),
-    ]
-    telemetry = Telemetry(exporters)
+    trace_file = JsonLinesSpanExporter(settings.data_dir / "traces.jsonl", max_bytes=settings.trace_max_bytes, backups=settings.trace_backups)
+    # One sanitizing pass per span, shared by the trace file, the audit store and OTLP.
+    telemetry = Telemetry(audit_exporters(audit_store, sanitizer, spool=settings.data_dir / "audit-spool.jsonl", also=[trace_file]))
     registry = build_registry(settings)
     rails = Guardrails(model_resolver=lambda alias: registry.resolve(alias).client)
     tools = open_hub(settings.mcp_servers, config_file=settings.config_file, tracer=telemetry.tracer)
@@ -126,7 +107,8 @@ def build_runtime(settings: Settings) -> Runtime:
         runs=runs,
         checkpoint_path=settings.data_dir / "checkpoints.sqlite",
         max_input_bytes=settings.max_input_bytes,
+        cache_dir=settings.cache_dir,
         tools=tools,
         rails=rails,
     )
-    return Runtime(settings, registry, telemetry, runs, runner, audit_store)
+    return Runtime(settings, registry, telemetry, runs, runner, audit_store, redaction)

@@ -91,14 +91,15 @@ def test_validate_reports_default_rails_of_a_missing_extra_as_disabled(core_only
     assert "disabled" in rails["injection-classifier"] and "flotilla[rails]" in rails["injection-classifier"]
     assert " on at output" in rails["presidio"]  # PII redaction is core
     assert " on at tool-result" in rails["tool-result-screen"] and "heuristics only" in rails["tool-result-screen"]
-    # no endpoints configured: every agent would run on the embedded model, so validate says what to install
-    assert "warning agent(s) extract, analyze, decide, write: the embedded model needs flotilla[embedded]" in proc.stdout
+    # no endpoints configured: the model step would run on the embedded model, so validate says what to install
+    assert "warning agent(s) extract: the embedded model needs flotilla[embedded]" in proc.stdout
 
 
 def test_a_workflow_that_turns_on_an_engine_of_a_missing_extra_gets_the_install_hint(core_only, tmp_path: Path) -> None:
     spec = yaml.safe_load((REPO / "graphs" / "document_triage.yaml").read_text())
     for agent in spec["agents"].values():
-        agent["instructions"] = str((REPO / "graphs" / agent["instructions"]).resolve())
+        if "instructions" in agent:  # model steps; tool and function nodes have no prompt file
+            agent["instructions"] = str((REPO / "graphs" / agent["instructions"]).resolve())
     spec["rails"] = {"injection_classifier": {"enabled": True}}
     path = tmp_path / "strict_triage.yaml"
     path.write_text(yaml.safe_dump(spec, sort_keys=False))
@@ -116,8 +117,8 @@ def test_a_workflow_runs_on_an_openai_compatible_endpoint_without_the_extras(cor
     _no_traceback(proc)
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)
-    assert result["status"] == "succeeded" and result["output"] == TRIAGE_ANSWERS["Note"]
-    assert len(server.requests) == 4  # every agent went to the endpoint
+    assert result["status"] == "succeeded" and result["output"]["subject"].startswith("Invoice INV-2026-0412: ")
+    assert len(server.requests) == 1  # the one model step (extract) went to the endpoint
     notices = " | ".join(result["notices"])
     assert "rail yara is off" in notices and "flotilla[rails]" in notices  # the run says what did not run
 

@@ -46,7 +46,7 @@ def test_every_data_file_the_runtime_reads_is_in_the_wheel(wheel: zipfile.ZipFil
     assert not missing, f"data files missing from the wheel (add them to [tool.setuptools.package-data]): {missing}"
     # the files each part of the runtime opens by name, so an over-broad exclusion cannot hide them
     for required in (
-        "graphs/document_triage.yaml", "graphs/research.yaml", "graphs/samples/invoice.txt",
+        "graphs/document_triage.yaml", "graphs/research.yaml", "graphs/samples/invoice.txt", "graphs/router.yaml", "graphs/routing/examples.yaml",
         "agents/document_triage/extract.md", "agents/research/plan.md",
         "guardrails/defaults.yaml", "guardrails/nemo/config.yml", "guardrails/nemo/rails.co",
         "guardrails/models/injection_classifier.npz", "guardrails/data/benign_requests.txt",

@@ -74,6 +74,10 @@ class PinStore:
     def servers(self) -> set[str]:
         return set(self._data["servers"])
 
+    def pinned_tools(self) -> dict[str, set[str]]:
+        """The pinned tool names of each server seen so far."""
+        return {server: set(entry.get("tools", {})) for server, entry in self._data["servers"].items()}
+
     def pinned(self, server: str, tool: str) -> str | None:
         entry = self._data["servers"].get(server, {}).get("tools", {}).get(tool)
         return None if entry is None else entry["sha256"]

@@ -8,63 +8,17 @@ mean "the document says so".
 
 from __future__ import annotations
 
-import re
-from datetime import date
 from typing import Any
 
 from flotilla.agents.document_triage.schemas import Invoice, LineItem
+from flotilla.agents.grounding import grounded_date as _grounded_date
+from flotilla.agents.grounding import grounded_number as _grounded_number
+from flotilla.agents.grounding import grounded_text as _grounded_text
+from flotilla.agents.grounding import normalise as _normalise
 
 __all__ = ["ground_invoice"]
 
 _SYMBOLS = {"GBP": ("£", "GBP"), "EUR": ("€", "EUR"), "USD": ("$", "USD")}
-_MIN_GROUNDED_CHARS = 8
-
-
-def _normalise(text: str) -> str:
-    return re.sub(r"\s+", " ", text).casefold()
-
-
-def _grounded_text(value: str | None, source: str) -> str | None:
-    """The value if the source contains it, else its longest word prefix the source contains."""
-    if not value:
-        return None
-    if _normalise(value) in source:
-        return value
-    words = value.split()
-    for end in range(len(words) - 1, 0, -1):
-        prefix = " ".join(words[:end]).rstrip(",;:")
-        if len(prefix) >= _MIN_GROUNDED_CHARS and _normalise(prefix) in source:
-            return prefix
-    return None
-
-
-def _number_forms(value: float, *, money: bool) -> set[str]:
-    # Money is printed with cents on an invoice; a bare "12" is more likely a quantity or a date part.
-    forms = {f"{value:.2f}", f"{value:,.2f}"}
-    if not money and float(value).is_integer():
-        forms.add(str(int(value)))
-    return forms
-
-
-def _grounded_number(value: float | None, source: str, *, money: bool = True) -> float | None:
-    if value is None:
-        return None
-    # Not part of a longer number, a date (2026-12-02) or an identifier (INV-2026-0412).
-    pattern = r"(?<![\w.\-/]){}(?![\w\-/]|\.\d)"
-    return value if any(re.search(pattern.format(re.escape(f)), source) for f in _number_forms(value, money=money)) else None
-
-
-def _grounded_date(value: str | None, source: str) -> str | None:
-    try:
-        day = date.fromisoformat(value) if value else None
-    except ValueError:
-        return None
-    if day is None:
-        return None
-    forms = {day.isoformat(), day.strftime("%d/%m/%Y"), day.strftime("%m/%d/%Y"), day.strftime("%d.%m.%Y"),
-             f"{day.day} {day.strftime('%B')} {day.year}", f"{day.strftime('%B')} {day.day}, {day.year}",
-             f"{day.day} {day.strftime('%b')} {day.year}"}
-    return value if any(_normalise(f) in source for f in forms) else None
 
 
 def _grounded_currency(value: str | None, raw: str) -> str | None:

@@ -49,6 +49,9 @@ class CheckName(StrEnum):
     DUE_DATE_SANE = "due_date_sane"
     REQUIRED_FIELDS = "required_fields"
     DUPLICATE_FIELDS = "duplicate_fields"
+    VENDOR_KNOWN = "vendor_known"
+    PURCHASE_ORDER_MATCHES = "purchase_order_matches"
+    NOT_A_DUPLICATE = "not_a_duplicate"
 
 
 class CheckStatus(StrEnum):
@@ -60,11 +63,12 @@ class CheckStatus(StrEnum):
 class Finding(_Strict):
     check: CheckName
     status: CheckStatus
-    detail: Annotated[str, Field(max_length=80)]
+    detail: Annotated[str, Field(max_length=160)]
+    """One sentence a person reads: what was checked and what was found."""
 
 
 class Analysis(_Strict):
-    findings: Annotated[list[Finding], Field(max_length=5)]
+    findings: Annotated[list[Finding], Field(max_length=len(CheckName))]
 
 
 class Verdict(StrEnum):
@@ -75,10 +79,10 @@ class Verdict(StrEnum):
 
 class Decision(_Strict):
     decision: Verdict
-    reasons: Annotated[list[Annotated[str, Field(max_length=80)]], Field(min_length=1, max_length=3)]
+    reasons: Annotated[list[Annotated[str, Field(max_length=160)]], Field(min_length=1, max_length=3)]
     confidence: Annotated[float, Field(ge=0, le=1)]
 
 
 class Note(_Strict):
     subject: ShortText
-    body: Annotated[str, Field(max_length=300)]
+    body: Annotated[str, Field(max_length=600)]

@@ -32,6 +32,7 @@ from flotilla.runtime.wiring import build_runtime
 from tests.support.scripted_openai import Reply, ScriptedOpenAI, by_schema, schema_name
 from tests.support.servers import serve_app
 from tests.support.triage import TRIAGE_ANSWERS
+from tests.support.triage import FOUR_AGENT_TRIAGE
 
 ALIASES = ("specialist-extract", "specialist-analyze", "specialist-decide", "specialist-write")
 KEY = "retention-test-hmac-key"
@@ -70,7 +71,7 @@ def run(config: Settings, *texts: str) -> list[Any]:
 
     async def go() -> list[Any]:
         async with runtime.runner as runner:
-            return [await runner.run(load_workflow("document_triage"), text, initiator="cli:test") for text in texts]
+            return [await runner.run(load_workflow(FOUR_AGENT_TRIAGE), text, initiator="cli:test") for text in texts]
 
     runtime = build_runtime(config)
     try:
@@ -131,7 +132,7 @@ def test_a_failed_run_resumes_from_its_checkpoint_when_its_stored_input_is_gone(
 
     async def resume() -> Any:
         async with runtime.runner as runner:
-            return await runner.resume(load_workflow("document_triage"), failed.run_id)
+            return await runner.resume(load_workflow(FOUR_AGENT_TRIAGE), failed.run_id)
 
     runtime = build_runtime(config)
     try:

@@ -48,10 +48,13 @@ def test_run_json_succeeds_over_the_openai_compatible_path(tmp_path: Path, model
     result = json.loads(proc.stdout)
     assert set(result) >= {"run_id", "status", "output", "steps", "error"}
     assert result["status"] == "succeeded" and result["error"] is None
-    assert result["output"] == TRIAGE_ANSWERS["Note"]
+    assert result["output"]["subject"] == "Invoice INV-2026-0412: approved"
     step = result["steps"][0]
     assert set(step) >= {"agent", "model", "ok", "latency_ms", "input_tokens", "output_tokens", "output"}
-    assert [s["model"] for s in result["steps"]] == list(ALIASES)
+    # One model step (extract); the ledger lookups are tool nodes, the rest function nodes.
+    assert [s["model"] for s in result["steps"]] == ["specialist-extract", *[None] * 6]
+    assert [s["produced_by"] for s in result["steps"][1:4]] == ["tool ledger.find_vendor", "tool ledger.get_purchase_order", "tool ledger.find_invoice"]
+    assert [schema_name(body) for body in server.requests] == ["Invoice"]
     assert "INV-2026-0412" in server.requests[0]["messages"][1]["content"]
 
 
@@ -60,19 +63,19 @@ def test_run_reads_stdin_and_prints_steps(tmp_path: Path, model_server) -> None:
     proc = flotilla(tmp_path, "run", "document_triage", "--input", "-", stdin=SAMPLE.read_bytes(), url=url)
     assert proc.returncode == 0, proc.stderr.decode()
     out = proc.stdout.decode()
-    for agent in ("extract", "analyze", "decide", "write"):
+    for agent in ("extract", "vendor", "purchase_order", "prior_invoices", "analyze", "decide", "write"):
         assert agent in out
     assert "succeeded" in out and "run id" in out and "traces.jsonl" in out
 
 
 def test_failed_run_has_its_own_exit_code_and_can_be_resumed(tmp_path: Path) -> None:
-    server = ScriptedOpenAI(default=lambda body: Reply(status=400) if schema_name(body) == "Decision" else by_schema(TRIAGE_ANSWERS)(body))
+    server = ScriptedOpenAI(default=lambda body: Reply(status=400) if schema_name(body) == "Invoice" else by_schema(TRIAGE_ANSWERS)(body))
     with serve_app(server.app()) as url:
         proc = flotilla(tmp_path, "run", "document_triage", "--input", str(SAMPLE), "--json", url=url)
         assert proc.returncode == 1
         failed = json.loads(proc.stdout)
         assert failed["status"] == "failed" and failed["error"]["type"] == "ModelBadResponse"
-        assert [s["ok"] for s in failed["steps"]] == [True, True, False]
+        assert [s["ok"] for s in failed["steps"]] == [False]
 
         server.default = by_schema(TRIAGE_ANSWERS)
         before = len(server.requests)
@@ -80,7 +83,8 @@ def test_failed_run_has_its_own_exit_code_and_can_be_resumed(tmp_path: Path) -> 
         assert proc.returncode == 0, proc.stderr.decode()
         resumed = json.loads(proc.stdout)
         assert resumed["run_id"] == failed["run_id"] and resumed["status"] == "succeeded"
-        assert [schema_name(b) for b in server.requests[before:]] == ["Decision", "Note"]
+        assert [schema_name(b) for b in server.requests[before:]] == ["Invoice"]
+        assert [s["agent"] for s in resumed["steps"]][-3:] == ["analyze", "decide", "write"]
 
 
 @pytest.mark.parametrize(

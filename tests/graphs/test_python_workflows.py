@@ -38,8 +38,9 @@ async def test_a_python_workflow_runs_through_the_runner_like_a_yaml_one(harness
     result = await h.runner.run(spec, INVOICE, initiator="test", on_event=events.append)
 
     assert result.status == "succeeded", result.error
-    assert [s["agent"] for s in result.steps] == ["extract", "analyze", "decide", "write"]
-    assert result.output == TRIAGE_ANSWERS["Note"]  # `output="write"` from the factory's metadata
+    assert [s["agent"] for s in result.steps] == ["extract", "vendor", "purchase_order", "prior_invoices", "analyze", "decide", "write"]
+    assert result.output == result.steps[-1]["output"] and result.output["subject"].startswith("Invoice INV-2026-0412")  # `output="write"`
+    assert result.steps[5]["produced_by"] == "function flotilla.agents.document_triage.triage:decide_invoice"
     assert any("has no endpoint configured" in n for n in result.notices)  # the context saw its agents
     assert [e.kind for e in events][-1] == "finished"
     record = h.runs.get_run(result.run_id)
@@ -47,16 +48,16 @@ async def test_a_python_workflow_runs_through_the_runner_like_a_yaml_one(harness
     spans = {s["context"]["span_id"]: s for s in h.spans()}
     [run] = [s for s in spans.values() if s["name"] == "invoke_workflow document_triage_python"]
     assert run["attributes"]["flotilla.workflow_version"] == spec.version()
-    agents = [s for s in spans.values() if s["name"].startswith("invoke_agent ")]
-    assert len(agents) == 4 and {s["parent_id"] for s in agents} == {run["context"]["span_id"]}
+    agents = [s for s in spans.values() if s["name"].startswith(("invoke_agent ", "step "))]
+    assert len(agents) == 7 and {s["parent_id"] for s in agents} == {run["context"]["span_id"]}
 
 
 async def test_a_failed_python_run_resumes_from_its_checkpoint(harness) -> None:
     down = {"yes": True}
 
     def respond(request: ChatRequest) -> str:
-        if request.schema_name == "Decision" and down["yes"]:
-            raise ModelUnavailable("decide endpoint is down")
+        if request.schema_name == "Invoice" and down["yes"]:
+            raise ModelUnavailable("extract endpoint is down")
         return json.dumps(TRIAGE_ANSWERS[request.schema_name])
 
     model = FunctionModel(respond)
@@ -69,7 +70,7 @@ async def test_a_failed_python_run_resumes_from_its_checkpoint(harness) -> None:
     down["yes"] = False
     second = await h.runner.resume(spec, first.run_id)
     assert second.status == "succeeded", second.error
-    assert [r.schema_name for r in model.requests[before:]] == ["Decision", "Note"]
+    assert [r.schema_name for r in model.requests[before:]] == ["Invoice"]
     assert h.runs.get_run(first.run_id).status == "succeeded"
 
 
@@ -105,7 +106,7 @@ async def test_the_gateway_lists_and_runs_registered_python_workflows(harness) -
     assert tool.description.startswith("Triage a supplier invoice") and "built in Python" in tool.description
     assert tool.input_schema["properties"]["input"]["description"] == "A supplier invoice as plain text."
     assert not result.is_error, result.content
-    assert result.structured_content["status"] == "succeeded" and result.structured_content["steps"] == 4
+    assert result.structured_content["status"] == "succeeded" and result.structured_content["steps"] == 7
     assert h.runs.get_run(result.structured_content["run_id"]).workflow == "document_triage_python"
 
 
@@ -258,7 +259,7 @@ def test_cli_runs_validates_and_audits_a_python_workflow_from_flotilla_yaml(tmp_
     assert "Traceback" not in broken.stderr.decode()
     assert ran.returncode == 0, ran.stderr.decode()
     result = json.loads(ran.stdout)
-    assert result["status"] == "succeeded" and result["output"] == TRIAGE_ANSWERS["Note"]
+    assert result["status"] == "succeeded" and result["output"]["subject"] == "Invoice INV-2026-0412: approved"
     audited = {r["run_id"]: r for r in json.loads(listed.stdout)}
     assert audited[result["run_id"]]["workflow"] == "triage_py"
     assert audited[result["run_id"]]["status"] == "succeeded"

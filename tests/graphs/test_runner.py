@@ -16,6 +16,7 @@ import pytest
 from flotilla.agents.models.base import ChatRequest, ModelUnavailable
 from flotilla.agents.models.testing import FunctionModel
 from flotilla.graphs import load_workflow
+from tests.support.triage import FOUR_AGENT_TRIAGE
 
 from .conftest import TRIAGE_ANSWERS, canned
 
@@ -26,7 +27,7 @@ INVOICE = (Path(__file__).resolve().parents[2] / "graphs" / "samples" / "invoice
 async def test_document_triage_runs_every_agent_in_order(harness) -> None:
     h = harness()
     events = []
-    result = await h.runner.run(load_workflow("document_triage"), INVOICE, initiator="test", on_event=events.append)
+    result = await h.runner.run(load_workflow(FOUR_AGENT_TRIAGE), INVOICE, initiator="test", on_event=events.append)
     assert result.status == "succeeded", result.error
     assert [s["agent"] for s in result.steps] == ["extract", "analyze", "decide", "write"]
     assert result.output == TRIAGE_ANSWERS["Note"]
@@ -40,7 +41,7 @@ async def test_document_triage_runs_every_agent_in_order(harness) -> None:
 
 async def test_spans_nest_run_agent_model_with_genai_attributes(harness) -> None:
     h = harness()
-    result = await h.runner.run(load_workflow("document_triage"), INVOICE)
+    result = await h.runner.run(load_workflow(FOUR_AGENT_TRIAGE), INVOICE)
     spans = {s["context"]["span_id"]: s for s in h.spans()}
     [run] = [s for s in spans.values() if s["name"] == "invoke_workflow document_triage"]
     assert run["attributes"]["flotilla.run_id"] == result.run_id
@@ -55,7 +56,7 @@ async def test_spans_nest_run_agent_model_with_genai_attributes(harness) -> None
 
 async def test_policy_turns_approve_into_hold_when_checks_fail(harness) -> None:
     answers = {**TRIAGE_ANSWERS, "Invoice": {**TRIAGE_ANSWERS["Invoice"], "total": 2279.0}}  # in the text, but wrong
-    result = await harness(canned(answers)).runner.run(load_workflow("document_triage"), INVOICE)
+    result = await harness(canned(answers)).runner.run(load_workflow(FOUR_AGENT_TRIAGE), INVOICE)
     decide = result.steps[2]
     assert decide["output"]["decision"] == "hold"
     assert "total_matches" in decide["notes"][0]
@@ -63,7 +64,7 @@ async def test_policy_turns_approve_into_hold_when_checks_fail(harness) -> None:
 
 async def test_not_an_invoice_still_finishes_with_hold(harness) -> None:
     nothing = {k: None for k in TRIAGE_ANSWERS["Invoice"]} | {"line_items": []}
-    result = await harness(canned({**TRIAGE_ANSWERS, "Invoice": nothing})).runner.run(load_workflow("document_triage"), "a poem about the sea")
+    result = await harness(canned({**TRIAGE_ANSWERS, "Invoice": nothing})).runner.run(load_workflow(FOUR_AGENT_TRIAGE), "a poem about the sea")
     assert result.status == "succeeded"
     assert result.steps[0]["output"]["vendor"] is None
     assert result.steps[2]["output"]["decision"] == "hold"
@@ -82,24 +83,27 @@ async def test_invalid_reply_is_repaired_once(harness) -> None:
         return json.dumps(TRIAGE_ANSWERS[request.schema_name])
 
     model = FunctionModel(respond)
-    result = await harness(model).runner.run(load_workflow("document_triage"), INVOICE)
+    result = await harness(model).runner.run(load_workflow(FOUR_AGENT_TRIAGE), INVOICE)
     assert result.status == "succeeded"
     assert result.steps[2]["repaired"] is True
     repair_prompt = model.requests[3].messages[-1]["content"]
     assert "not valid" in repair_prompt and "decision" in repair_prompt
 
 
-async def test_reply_still_invalid_after_repair_fails_the_run_and_keeps_it(harness) -> None:
+async def test_reply_still_invalid_after_repair_ends_the_run_needs_review_and_keeps_it(harness) -> None:
     def respond(request: ChatRequest) -> str:
         return "not json" if request.schema_name == "Analysis" else json.dumps(TRIAGE_ANSWERS[request.schema_name])
 
     h = harness(FunctionModel(respond))
-    result = await h.runner.run(load_workflow("document_triage"), INVOICE)
-    assert result.status == "failed"
-    assert result.error["type"] == "AgentOutputInvalid" and "Analysis" in result.error["message"]
+    result = await h.runner.run(load_workflow(FOUR_AGENT_TRIAGE), INVOICE)
+    # Its only tier failed validation after the repair: a person must look, nothing is pretended.
+    assert result.status == "needs_review"
+    assert result.error["type"] == "NeedsReview" and result.error["step"] == "analyze" and "Analysis" in result.error["message"]
     assert [s["ok"] for s in result.steps] == [True, False]
+    [attempt] = result.steps[1]["attempts"]
+    assert attempt["ok"] is False and "agent_output_invalid" in attempt["reasons"][0]
     record = h.runs.get_run(result.run_id)
-    assert record.status == "failed" and record.input == INVOICE and record.error["code"] == "agent_output_invalid"
+    assert record.status == "needs_review" and record.input == INVOICE and record.error["code"] == "needs_review"
     failed = [s for s in h.spans() if s["name"] == "invoke_agent analyze"]
     assert failed[0]["status"]["status_code"] == "ERROR"
 
@@ -114,7 +118,7 @@ async def test_resume_continues_from_the_last_completed_step(harness) -> None:
 
     model = FunctionModel(respond)
     h = harness(model)
-    spec = load_workflow("document_triage")
+    spec = load_workflow(FOUR_AGENT_TRIAGE)
     first = await h.runner.run(spec, INVOICE)
     assert first.status == "failed" and first.error["code"] == "model_unavailable"
     calls_before = len(model.requests)
@@ -159,7 +163,7 @@ edges:
 )
 async def test_bad_input_is_a_typed_error_and_the_run_is_kept(harness, data: bytes, expected: str) -> None:
     h = harness(max_input_bytes=1000)
-    result = await h.runner.run(load_workflow("document_triage"), data)
+    result = await h.runner.run(load_workflow(FOUR_AGENT_TRIAGE), data)
     assert result.status == "failed"
     assert result.error["code"] == "invalid_input" and expected in result.error["message"]
     assert h.runs.get_run(result.run_id).status == "failed"
@@ -171,7 +175,7 @@ async def test_concurrent_first_runs_share_one_checkpointer_and_later_runs_still
     # A fresh runner (as in `flotilla serve` at start-up) receiving many runs at once: each used
     # to open its own checkpointer, and the losers' collection closed the one the graph kept.
     h = harness()
-    spec = load_workflow("document_triage")
+    spec = load_workflow(FOUR_AGENT_TRIAGE)
     results = await asyncio.gather(*(h.runner.run(spec, INVOICE) for _ in range(50)))
     assert [r.status for r in results] == ["succeeded"] * 50, [r.error for r in results if r.error]
     gc.collect()  # what closed the shared connection before

@@ -45,7 +45,8 @@ def test_builtin_workflows_are_valid() -> None:
     assert "document_triage" in list_workflows()
     spec = load_workflow("document_triage")
     assert check_spec(spec, {"embedded", "specialist-extract", "specialist-analyze", "specialist-decide", "specialist-write"}) == []
-    assert list(spec.agents) == ["extract", "analyze", "decide", "write"]
+    assert list(spec.agents) == ["extract", "vendor", "purchase_order", "prior_invoices", "analyze", "decide", "write"]
+    assert [a.kind for a in spec.agents.values()] == ["model", "tool", "tool", "tool", "function", "function", "function"]
     assert len(spec.version()) == 12
 
 
@@ -130,6 +131,6 @@ def test_cli_validate_reports_and_exits_nonzero(tmp_path: Path) -> None:
 def test_cli_validate_ok() -> None:
     result = CliRunner().invoke(app, ["validate", "document_triage"])
     assert result.exit_code == 0, result.output
-    assert "ok document_triage: 4 agents" in result.output
+    assert "ok document_triage: 7 agents" in result.output
     assert "rail injection-classifier on at input" in result.output
     assert "rail llama-guard disabled: no Llama Guard weights" in result.output  # no weights: reported, never silently "safe"

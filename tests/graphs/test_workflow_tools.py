@@ -9,6 +9,7 @@ from pathlib import Path
 from flotilla.agents.models.base import ChatRequest
 from flotilla.agents.models.testing import FunctionModel
 from flotilla.graphs import load_workflow
+from tests.support.triage import FOUR_AGENT_TRIAGE
 from tests.mcp.helpers import ledger_config, npm_bin
 from flotilla.tools import StdioServerConfig, open_hub
 
@@ -80,7 +81,7 @@ async def test_document_triage_analyze_checks_the_ledger_over_mcp(harness, tmp_p
         ]
     )
     h = harness(model, tools=lambda tracer: open_hub({"ledger": ledger_config()}, lock_file=tmp_path / "mcp.lock.json", tracer=tracer))
-    result = await h.runner.run(load_workflow("document_triage"), (PROMPTS.parents[1] / "graphs" / "samples" / "invoice.txt").read_text())
+    result = await h.runner.run(load_workflow(FOUR_AGENT_TRIAGE), (PROMPTS.parents[1] / "graphs" / "samples" / "invoice.txt").read_text())
     assert result.status == "succeeded", result.error
     analyze = result.steps[1]
     assert [c["tool"] for c in analyze["tool_calls"]] == ["ledger.find_invoice", "ledger.get_purchase_order"]

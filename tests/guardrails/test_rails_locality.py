@@ -31,6 +31,7 @@ from flotilla.guardrails import Guardrails
 from tests.support.scripted_openai import Reply, ScriptedOpenAI
 from tests.support.servers import serve_app
 from tests.support.triage import TRIAGE_ANSWERS
+from tests.support.triage import FOUR_AGENT_TRIAGE
 
 INVOICE = (Path(__file__).resolve().parents[2] / "graphs" / "samples" / "invoice.txt").read_text()
 ALIASES = ("specialist-extract", "specialist-analyze", "specialist-decide", "specialist-write")
@@ -118,7 +119,7 @@ async def setup(tmp_path: Path, remote_guard):
 
 
 def triage(**settings: Any) -> WorkflowSpec:
-    spec = load_workflow("document_triage")
+    spec = load_workflow(FOUR_AGENT_TRIAGE)
     data = spec.model_dump(by_alias=True, exclude={"source", "lines"})
     data["settings"].update(settings)
     changed = WorkflowSpec.model_validate(data)

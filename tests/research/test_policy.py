@@ -15,6 +15,7 @@ from flotilla.audit.telemetry import JsonLinesSpanExporter, Telemetry
 from flotilla.graphs import WorkflowRunner, load_workflow
 from tests.support.scripted_openai import Reply
 from tests.support.triage import TRIAGE_ANSWERS
+from tests.support.triage import FOUR_AGENT_TRIAGE
 
 INVOICE = (Path(__file__).resolve().parents[2] / "graphs" / "samples" / "invoice.txt").read_text()
 
@@ -37,10 +38,10 @@ async def test_a_confidential_triage_run_refuses_its_remote_specialist(tmp_path:
         checkpoint_path=tmp_path / "checkpoints.sqlite", max_input_bytes=100_000,
     )
     try:
-        refused = await runner.run(load_workflow("document_triage"), INVOICE, confidential=True)
+        refused = await runner.run(load_workflow(FOUR_AGENT_TRIAGE), INVOICE, confidential=True)
         assert refused.status == "failed" and refused.error["code"] == "remote_model_refused"
         assert scripted.requests == []
-        allowed = await runner.run(load_workflow("document_triage"), INVOICE)
+        allowed = await runner.run(load_workflow(FOUR_AGENT_TRIAGE), INVOICE)
         assert allowed.status == "succeeded", allowed.error
         assert len(scripted.requests) == 1
     finally:

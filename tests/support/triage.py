@@ -3,9 +3,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
-__all__ = ["TRIAGE_ANSWERS"]
+__all__ = ["TRIAGE_ANSWERS", "FOUR_AGENT_TRIAGE"]
+
+FOUR_AGENT_TRIAGE = Path(__file__).with_name("four_agent_triage.yaml")
+"""Document triage as four model steps, for tests where every step is a (test) model call."""
 
 TRIAGE_ANSWERS: dict[str, Any] = {
     "Invoice": {
