@@ -5,8 +5,10 @@ Imports nothing heavy: Presidio, spaCy (and what they pull in) load in the worke
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -45,7 +47,12 @@ class RedactionWorker:
                 import multiprocessing
                 from concurrent.futures import ProcessPoolExecutor
 
-                self._pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+                self._pool = ProcessPoolExecutor(
+                    max_workers=1,
+                    mp_context=multiprocessing.get_context("spawn"),
+                    initializer=_exit_with_parent,
+                    initargs=(os.getpid(),),
+                )
             return self._pool
 
     def close(self) -> None:
@@ -56,6 +63,18 @@ class RedactionWorker:
 
 
 _WORKER_REDACTOR: Any = None
+
+
+def _exit_with_parent(parent: int) -> None:
+    """The worker ends when the runtime's process does, even one killed without a shutdown: its
+    task queue holds both pipe ends, so a dead parent would otherwise leave it waiting forever."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="flotilla-parent-watch", daemon=True).start()
 
 
 def _redact_in_worker(texts: list[str]) -> list[str]:
