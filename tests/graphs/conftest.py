@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from flotilla.agents.models.base import ModelClient
+from flotilla.agents.models.base import ChatRequest, ModelClient, ModelUnavailable
 from flotilla.agents.models.registry import ModelEndpoint, ModelRegistry
 from flotilla.agents.models.testing import FunctionModel
 from flotilla.audit.runs import RunStore
@@ -20,6 +20,18 @@ ALIASES = ("specialist-extract", "specialist-analyze", "specialist-decide", "spe
 
 def canned(answers: dict[str, Any] = TRIAGE_ANSWERS) -> FunctionModel:
     return FunctionModel(lambda request: json.dumps(answers[request.schema_name]))
+
+
+def down_for(schema_name: str) -> tuple[FunctionModel, dict[str, bool]]:
+    """Canned answers, except the endpoint answering `schema_name` is down while `down["yes"]`."""
+    down = {"yes": True}
+
+    def respond(request: ChatRequest) -> str:
+        if request.schema_name == schema_name and down["yes"]:
+            raise ModelUnavailable(f"the {schema_name} endpoint is down")
+        return json.dumps(TRIAGE_ANSWERS[request.schema_name])
+
+    return FunctionModel(respond), down
 
 
 class Harness:

@@ -13,7 +13,6 @@ import pytest
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 
-from flotilla.agents.models.base import ChatRequest, ModelUnavailable
 from flotilla.agents.models.testing import FunctionModel
 from flotilla.audit.errors import ConfigError
 from flotilla.graphs import check_spec, load_workflow
@@ -23,7 +22,7 @@ from tests.mcp.helpers import ServedApp
 from tests.support.scripted_openai import ScriptedOpenAI, by_schema
 from tests.support.servers import serve_app
 
-from .conftest import ALIASES, TRIAGE_ANSWERS
+from .conftest import ALIASES, TRIAGE_ANSWERS, down_for
 
 EXAMPLE = {"document_triage_python": "flotilla.graphs.python_example:triage"}
 INVOICE = (Path(__file__).resolve().parents[2] / "graphs" / "samples" / "invoice.txt").read_text()
@@ -53,14 +52,7 @@ async def test_a_python_workflow_runs_through_the_runner_like_a_yaml_one(harness
 
 
 async def test_a_failed_python_run_resumes_from_its_checkpoint(harness) -> None:
-    down = {"yes": True}
-
-    def respond(request: ChatRequest) -> str:
-        if request.schema_name == "Invoice" and down["yes"]:
-            raise ModelUnavailable("extract endpoint is down")
-        return json.dumps(TRIAGE_ANSWERS[request.schema_name])
-
-    model = FunctionModel(respond)
+    model, down = down_for("Invoice")
     h = harness(model)
     spec = load_workflow("document_triage_python", EXAMPLE)
     first = await h.runner.run(spec, INVOICE)

@@ -18,7 +18,7 @@ from flotilla.agents.models.testing import FunctionModel
 from flotilla.graphs import load_workflow
 from tests.support.triage import FOUR_AGENT_TRIAGE
 
-from .conftest import TRIAGE_ANSWERS, canned
+from .conftest import TRIAGE_ANSWERS, canned, down_for
 
 PROMPTS = Path(__file__).resolve().parents[2] / "agents" / "document_triage"
 INVOICE = (Path(__file__).resolve().parents[2] / "graphs" / "samples" / "invoice.txt").read_text()
@@ -109,14 +109,7 @@ async def test_reply_still_invalid_after_repair_ends_the_run_needs_review_and_ke
 
 
 async def test_resume_continues_from_the_last_completed_step(harness) -> None:
-    down = {"yes": True}
-
-    def respond(request: ChatRequest) -> str:
-        if request.schema_name == "Decision" and down["yes"]:
-            raise ModelUnavailable("decide endpoint is down")
-        return json.dumps(TRIAGE_ANSWERS[request.schema_name])
-
-    model = FunctionModel(respond)
+    model, down = down_for("Decision")
     h = harness(model)
     spec = load_workflow(FOUR_AGENT_TRIAGE)
     first = await h.runner.run(spec, INVOICE)
