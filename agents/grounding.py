@@ -12,6 +12,8 @@ import re
 from datetime import date
 from typing import Any
 
+from flotilla.agents.printed import date_forms, money_forms
+
 __all__ = ["normalise", "grounded_text", "grounded_number", "grounded_date", "in_source"]
 
 MIN_GROUNDED_CHARS = 8
@@ -38,7 +40,7 @@ def grounded_text(value: str | None, source: str) -> str | None:
 
 def _number_forms(value: float, *, money: bool) -> set[str]:
     # Money is printed with cents on an invoice; a bare "12" is more likely a quantity or a date part.
-    forms = {f"{value:.2f}", f"{value:,.2f}"}
+    forms = money_forms(value)
     if not money and float(value).is_integer():
         forms.add(str(int(value)))
     return forms
@@ -47,8 +49,8 @@ def _number_forms(value: float, *, money: bool) -> set[str]:
 def grounded_number(value: float | None, source: str, *, money: bool = True) -> float | None:
     if value is None:
         return None
-    # Not part of a longer number, a date (2026-12-02) or an identifier (INV-2026-0412).
-    pattern = r"(?<![\w.\-/]){}(?![\w\-/]|\.\d)"
+    # Not part of a longer number (1,234.56 holds 234.56), a date (2026-12-02) or an identifier (INV-2026-0412).
+    pattern = r"(?<![\w.\-/])(?<!\d,)(?<!\d'){}(?![\w\-/]|[.,]\d)"
     return value if any(re.search(pattern.format(re.escape(f)), source) for f in _number_forms(value, money=money)) else None
 
 
@@ -59,10 +61,7 @@ def grounded_date(value: str | None, source: str) -> str | None:
         return None
     if day is None:
         return None
-    forms = {day.isoformat(), day.strftime("%d/%m/%Y"), day.strftime("%m/%d/%Y"), day.strftime("%d.%m.%Y"),
-             f"{day.day} {day.strftime('%B')} {day.year}", f"{day.strftime('%B')} {day.day}, {day.year}",
-             f"{day.day} {day.strftime('%b')} {day.year}"}
-    return value if any(normalise(f) in source for f in forms) else None
+    return value if any(normalise(f) in source for f in date_forms(day)) else None
 
 
 def in_source(value: Any, source: str) -> bool:
