@@ -82,6 +82,24 @@ ESCALATION_REASON = "flotilla.escalation.reason"
 COST_USD = "flotilla.cost_usd"
 MODEL_LOCAL = "flotilla.model_local"
 """On a chat span: whether the model endpoint is local (on site); false counts as a remote call."""
+MODEL_ALIAS = "flotilla.model_alias"
+"""The model alias a chat span called; on an invoke_agent span, the agent's first tier."""
+MODEL_ADAPTER = "flotilla.model.adapter"
+"""The LoRA adapter an alias uses (set where the alias is called); names the model version in metrics."""
+
+# -- step outcome: set by `Agent.run` on its invoke_agent span; metrics and `flotilla stats` read them --
+STEP_FIRST_TRY_VALID = "flotilla.step.first_try_valid"
+"""The first tier's first reply matched the output schema (absent when that call failed or was skipped)."""
+STEP_REPAIRS = "flotilla.step.repairs"
+"""Repair calls made in the step (a reply re-asked with its validation error), over all tiers."""
+STEP_VERIFIED = "flotilla.step.verified"
+"""Schema-valid answers the step's checks ran on (one per tier that answered)."""
+STEP_VERIFIED_PASSED = "flotilla.step.verified_passed"
+STEP_TIER = "flotilla.step.tier"
+"""The alias whose answer the step kept, or `needs_review` when none passed."""
+STEP_ESCALATED = "flotilla.step.escalated"
+"""The step went past its first tier."""
+NEEDS_REVIEW_TIER = "needs_review"
 
 # -- rail decisions: the spec's `gen_ai.guardrail.result` event (docs/gen-ai/gen-ai-guardrails.md) --
 # flotilla's rails are a dedicated in-process guardrail API, so each decision is a result event on

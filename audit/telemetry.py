@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
@@ -23,6 +24,9 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 from opentelemetry.trace import Tracer
 
 from flotilla.audit.trace_file import JsonLinesSpanExporter  # the local trace file; re-exported
+
+if TYPE_CHECKING:
+    from flotilla.audit.metrics import FlotillaMetrics
 
 __all__ = ["Telemetry", "JsonLinesSpanExporter", "otlp_exporter_from_env"]
 
@@ -40,14 +44,21 @@ def otlp_exporter_from_env() -> SpanExporter | None:
 
 
 class Telemetry:
-    """Owns a TracerProvider and its exporters."""
+    """Owns a TracerProvider and its exporters (and `metrics`, fed from the spans, when given)."""
 
-    def __init__(self, exporters: Sequence[SpanExporter] = (), *, service_name: str = SERVICE_NAME) -> None:
+    def __init__(
+        self, exporters: Sequence[SpanExporter] = (), *, service_name: str = SERVICE_NAME, metrics: FlotillaMetrics | None = None
+    ) -> None:
         self.provider = TracerProvider(resource=Resource.create({"service.name": service_name}))
         # First, so every span names its run before any exporter sees it.
         from flotilla.audit.exporter import RunContextProcessor
 
         self.provider.add_span_processor(RunContextProcessor())
+        self.metrics = metrics
+        if metrics is not None:
+            from flotilla.audit.metrics import MetricsSpanProcessor
+
+            self.provider.add_span_processor(MetricsSpanProcessor(metrics))
         self._batches: list[BatchSpanProcessor] = []
         for exporter in exporters:
             # A deep queue: the SDK drops spans when it is full, and a dropped span is a hole in the audit trail.
@@ -74,3 +85,5 @@ class Telemetry:
         what is still queued after that; draining first means it has nothing left to drop."""
         self.flush()
         self.provider.shutdown()
+        if self.metrics is not None:
+            self.metrics.shutdown()  # a last collection goes out over OTLP

@@ -57,8 +57,17 @@ def create_app(settings: Settings, *, host: str = "127.0.0.1", mcp_token: str | 
         from flotilla.audit.web.app import create_audit_app
 
         app.mount("/audit", create_audit_app(runtime.audit_store, settings.audit_token.get_secret_value()))
+    if runtime.telemetry.metrics is not None:
+        from flotilla.runtime.metrics_route import add_metrics_route
+
+        add_metrics_route(app, runtime.telemetry.metrics, metrics_tokens(settings))
     app.state.runtime = runtime
     return app
+
+
+def metrics_tokens(settings: Settings) -> list[str]:
+    """Bearer tokens `/metrics` accepts: its own, and the compliance role's (who may read the trail)."""
+    return [t.get_secret_value() for t in (settings.metrics_token, settings.audit_token) if t is not None]
 
 
 def serve(
@@ -83,4 +92,8 @@ def serve(
         console.print("  /audit is off: set FLOTILLA_AUDIT_TOKEN (the compliance role's token) to serve it")
     else:
         console.print(f"  /audit for the compliance role (FLOTILLA_AUDIT_TOKEN)")
+    if settings.metrics and metrics_tokens(settings):
+        console.print("  /metrics for Prometheus (bearer FLOTILLA_METRICS_TOKEN or FLOTILLA_AUDIT_TOKEN)")
+    elif settings.metrics:
+        console.print("  /metrics is off: set FLOTILLA_METRICS_TOKEN (the token your Prometheus scraper sends) to serve it")
     uvicorn.run(app, host=host, port=port, log_level="warning")

@@ -67,6 +67,10 @@ class Settings(BaseSettings):
     """FLOTILLA_AUDIT_HMAC_KEY: signs the chain head and prune checkpoints."""
     audit_token: SecretStr | None = None
     """FLOTILLA_AUDIT_TOKEN: the compliance role's token for the /audit web page."""
+    metrics: bool = True
+    """FLOTILLA_METRICS: live per-specialist metrics (Prometheus `/metrics` on `flotilla serve`, OTLP when configured)."""
+    metrics_token: SecretStr | None = None
+    """FLOTILLA_METRICS_TOKEN: bearer token a scraper sends to `/metrics` (the audit token is accepted too)."""
     config_file: Path | None = None
 
     @property

@@ -164,6 +164,44 @@ def create_audit_app(store: AuditStore, token: str, *, chain_ttl_s: float = 30.0
             },
         )
 
+    @app.get("/stats", response_class=HTMLResponse, name="stats_page")
+    def stats_page(request: Request) -> Response:
+        """Per-specialist figures per workflow, with first-try adherence and escalation over time."""
+        if (redirect := require_page(request)) is not None:
+            return redirect
+        from flotilla.audit.stats import parse_since, specialist_stats, trend
+        from flotilla.audit.web.charts import trend_svg
+
+        q = request.query_params
+        since, by, workflow = q.get("since") or "7d", q.get("by") or "day", q.get("workflow") or None
+        if by not in ("day", "hour"):
+            raise HTTPException(400, "by must be day or hour")
+        try:
+            cutoff = parse_since(since)
+        except ConfigError as exc:
+            raise HTTPException(400, exc.message) from None
+        rows = specialist_stats(store, workflow=workflow, since=cutoff)
+        sections = []
+        for name in sorted({r.workflow for r in rows}):
+            points = trend(store, name, since=cutoff, by=by)  # type: ignore[arg-type]
+            chart = trend_svg(points, title=f"{name}: first-try schema adherence and escalation per {by}")
+            sections.append({"workflow": name, "rows": [r for r in rows if r.workflow == name], "chart": chart})
+        context = {"sections": sections, "workflow": workflow, "since": since, "by": by,
+                   "workflows": distinct_values(store)["workflow"], "chain": chain.get().to_dict()}
+        return templates.TemplateResponse(request, "stats.html", context)
+
+    @app.get("/api/stats", name="api_stats")
+    def api_stats(request: Request) -> JSONResponse:
+        require_api(request)
+        from flotilla.audit.stats import parse_since, specialist_stats
+
+        try:
+            cutoff = parse_since(request.query_params.get("since") or "7d")
+        except ConfigError as exc:
+            raise HTTPException(400, exc.message) from None
+        rows = specialist_stats(store, workflow=request.query_params.get("workflow") or None, since=cutoff)
+        return JSONResponse([r.to_dict() for r in rows])
+
     @app.get("/runs/{run_id}", response_class=HTMLResponse, name="run_page")
     def run_page(request: Request, run_id: str) -> Response:
         if (redirect := require_page(request)) is not None:

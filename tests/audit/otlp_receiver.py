@@ -1,4 +1,4 @@
-"""A local OTLP/HTTP trace receiver (127.0.0.1) that decodes what arrives with opentelemetry-proto."""
+"""A local OTLP/HTTP trace and metrics receiver (127.0.0.1) that decodes what arrives with opentelemetry-proto."""
 
 from __future__ import annotations
 
@@ -7,12 +7,14 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest, ExportMetricsServiceResponse
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest, ExportTraceServiceResponse
 
 
 class OtlpReceiver:
     def __init__(self) -> None:
         self.requests: list[ExportTraceServiceRequest] = []
+        self.metric_requests: list[ExportMetricsServiceRequest] = []
         self.raw: list[bytes] = []
         self.headers: list[dict[str, str]] = []
         receiver = self
@@ -22,13 +24,21 @@ class OtlpReceiver:
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 if self.headers.get("Content-Encoding") == "gzip":
                     body = gzip.decompress(body)
+                if self.path == "/v1/metrics":
+                    metrics = ExportMetricsServiceRequest()
+                    metrics.ParseFromString(body)
+                    receiver.metric_requests.append(metrics)
+                    self._reply(ExportMetricsServiceResponse().SerializeToString(), 200)
+                    return
                 request = ExportTraceServiceRequest()
                 request.ParseFromString(body)
                 receiver.raw.append(body)
                 receiver.requests.append(request)
                 receiver.headers.append({k.lower(): v for k, v in self.headers.items()})
-                reply = ExportTraceServiceResponse().SerializeToString()
-                self.send_response(200 if self.path == "/v1/traces" else 404)
+                self._reply(ExportTraceServiceResponse().SerializeToString(), 200 if self.path == "/v1/traces" else 404)
+
+            def _reply(self, reply: bytes, status: int) -> None:
+                self.send_response(status)
                 self.send_header("Content-Type", "application/x-protobuf")
                 self.send_header("Content-Length", str(len(reply)))
                 self.end_headers()
@@ -47,6 +57,10 @@ class OtlpReceiver:
 
     def spans(self) -> list[Any]:
         return [s for req in self.requests for rs in req.resource_spans for ss in rs.scope_spans for s in ss.spans]
+
+    def metrics(self) -> list[Any]:
+        """Every metric received (each export is a cumulative snapshot: the last one holds the totals)."""
+        return [m for req in self.metric_requests for rm in req.resource_metrics for sm in rm.scope_metrics for m in sm.metrics]
 
     def __enter__(self) -> OtlpReceiver:
         self.thread.start()

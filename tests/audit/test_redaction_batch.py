@@ -30,7 +30,7 @@ from tests.support.servers import serve_app
 
 PII = ("Maria Gonzalez", "maria.gonzalez@example.org", "4111 1111 1111 1111")
 PROMPT = f"Refund request from {PII[0]} ({PII[1]}), card {PII[2]}: please refund invoice INV-77."
-RAILS_OFF = {name: {"enabled": False} for name in ("presidio", "yara", "injection_classifier", "tool_screen", "llama_guard", "nemo")}
+RAILS_OFF = {name: {"enabled": False} for name in ("presidio", "yara", "injection_classifier", "content_safety", "tool_screen", "llama_guard", "nemo")}
 
 
 @pytest.fixture(scope="module")

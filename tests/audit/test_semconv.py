@@ -38,7 +38,8 @@ from tests.support.triage import FOUR_AGENT_TRIAGE
 SAMPLE = (Path(__file__).resolve().parents[2] / "graphs" / "samples" / "invoice.txt").read_text()
 ALIASES = ("specialist-extract", "specialist-analyze", "specialist-decide", "specialist-write")
 # Only the microsecond YARA rules: the conventions are the point here, not the engines.
-LIGHT_RAILS = {"presidio": {"enabled": False}, "injection_classifier": {"enabled": False}, "tool_screen": {"enabled": False}}
+LIGHT_RAILS = {"presidio": {"enabled": False}, "injection_classifier": {"enabled": False}, "content_safety": {"enabled": False},
+               "tool_screen": {"enabled": False}}
 
 
 def _events(span: Any, name: str) -> list[dict[str, Any]]:
