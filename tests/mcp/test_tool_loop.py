@@ -132,7 +132,7 @@ async def test_http_model_uses_native_openai_tool_calling(lock_file: Path, spans
         tracer = provider.get_tracer("t")
         async with open_hub({"ledger": ledger_config()}, lock_file=lock_file, tracer=tracer) as hub:
             view = hub.view(["ledger.get_purchase_order", "ledger.find_vendor"])
-            result = await run_tool_loop(MESSAGES, view, model, OUTPUT, max_steps=4, tracer=tracer)
+            result = await run_tool_loop(MESSAGES, view, model, OUTPUT, max_steps=4, tracer=tracer, mode="native")
         await model.aclose()
 
     assert result.output == {"po_matches": True, "vendor_id": "V-1001"} and result.steps == 3

@@ -74,6 +74,24 @@ def schema_name(body: dict[str, Any]) -> str:
     return body.get("response_format", {}).get("json_schema", {}).get("name", "")
 
 
+def final_schema_title(body: dict[str, Any]) -> str:
+    """The output schema's title inside a tool loop's `agent_action` request (its `final` branch)."""
+    schema = body.get("response_format", {}).get("json_schema", {}).get("schema", {})
+    for branch in schema.get("anyOf", [schema]):
+        final = branch.get("properties", {}).get("final")
+        if final is not None:
+            return final.get("title", "")
+    return ""
+
+
 def by_schema(answers: dict[str, Any]) -> Callable[[dict[str, Any]], Reply]:
-    """A default behaviour answering each request with the canned answer for its schema name."""
-    return lambda body: Reply(json.dumps(answers[schema_name(body)]))
+    """A default behaviour answering each request with the canned answer for its schema name; a
+    tool loop's turn (`agent_action`: tool call or final answer) gets the final answer at once."""
+
+    def reply(body: dict[str, Any]) -> Reply:
+        name = schema_name(body)
+        if name == "agent_action":
+            return Reply(json.dumps({"final": answers[final_schema_title(body)]}))
+        return Reply(json.dumps(answers[name]))
+
+    return reply
