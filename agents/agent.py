@@ -27,7 +27,9 @@ from flotilla.agents.models.policy import BudgetExhausted, RemoteModelRefused, e
 from flotilla.agents.models.registry import Binding
 from flotilla.agents.output import OutputMismatch, OutputSchema
 from flotilla.agents.verify import Verifier, failures
+from flotilla.audit import semconv as sc
 from flotilla.audit.semconv import PROVIDER, evaluation_event, model_span_kind, provider_name
+from flotilla.audit.semconv import MODEL_ADAPTER
 
 if TYPE_CHECKING:
     from flotilla.agents.tool_loop import ToolRails
@@ -136,6 +138,7 @@ class Agent:
         started = time.perf_counter()
         deadline = time.monotonic() + self.timeout_s if self.timeout_s else None
         lone = len(self.tiers) == 1
+        tally = _StepTally()
         try:
             async with asyncio.timeout(self.timeout_s):
                 for tier in self.tiers:
@@ -143,11 +146,12 @@ class Agent:
                         attempts.append(Attempt(tier.alias, ok=False, reasons=[skip], skipped=True))
                         continue
                     attempts.append(attempt := Attempt(tier.alias, ok=False))
+                    tally.tiers_tried += 1
                     shown = [escalation_message(reasons)] if reasons else []
                     marked = escalating(f"{self.name}: {reasons[0]}") if reasons else contextlib.nullcontext()
                     try:
                         with marked:
-                            result = await self._answer(tier, state, tracer, shown, deadline, rails=rails, workflow=workflow)
+                            result = await self._answer(tier, state, tracer, shown, deadline, rails=rails, workflow=workflow, tally=tally)
                     except (BudgetExhausted, RemoteModelRefused):
                         raise  # the run's policy said no: not this tier's failure
                     except ModelError as exc:
@@ -158,8 +162,11 @@ class Agent:
                         continue
                     verdicts = verifier.verify(result.output, {**state, "answer": result.answer}, trace.get_current_span())
                     attempt.reasons = reasons = failures(verdicts)
+                    tally.verified += 1
                     if not reasons:
                         attempt.ok = True
+                        tally.verified_passed += 1
+                        tally.record(trace.get_current_span(), tier.alias, escalated=tier is not self.binding)
                         return replace(
                             result,
                             latency_ms=(time.perf_counter() - started) * 1000,
@@ -173,6 +180,7 @@ class Agent:
                 attempts[-1].reasons = [why]
             else:
                 attempts.append(Attempt("deadline", ok=False, reasons=[why]))
+        tally.record(trace.get_current_span(), sc.NEEDS_REVIEW_TIER, escalated=any(a.model != self.binding.alias and not a.skipped for a in attempts))
         raise NeedsReview(self.name, attempts, quoted=quoted)
 
     async def _answer(
@@ -185,15 +193,19 @@ class Agent:
         *,
         rails: ToolRails | None,
         workflow: str | None,
+        tally: _StepTally | None = None,
     ) -> StepResult:
         """One tier's answer, schema-valid (after one repair) and through the policy hook."""
+        tally = tally or _StepTally()
         if self.tools and self.tool_view is not None:
-            return await self._run_with_tools(tier, state, tracer, shown, deadline, rails=rails, workflow=workflow)
+            return await self._run_with_tools(tier, state, tracer, shown, deadline, rails=rails, workflow=workflow, tally=tally)
         messages = [*self.messages(state), *shown]
         started = time.perf_counter()
         first, output, problem = await self._call(tier, messages, tracer, deadline)
         results = [first]
+        tally.reply(valid=not problem, adapter=first.extra.get("adapter"))
         if problem:
+            tally.repairs += 1
             # One repair: show the model its reply and what was wrong with it.
             messages = [
                 *messages,
@@ -230,6 +242,7 @@ class Agent:
         *,
         rails: ToolRails | None,
         workflow: str | None,
+        tally: _StepTally | None = None,
     ) -> StepResult:
         from flotilla.agents.tool_loop import run_tool_loop  # imports the MCP client stack
 
@@ -248,6 +261,8 @@ class Agent:
             workflow=workflow,
         )
         output, problem = self._validate(json.dumps(loop.output))
+        if tally is not None:
+            tally.reply(valid=not problem)
         evaluation_event(trace.get_current_span(), OUTPUT_SCHEMA_EVALUATION, passed=not problem, explanation=problem)
         if problem:
             raise AgentOutputInvalid(
@@ -340,9 +355,44 @@ class Agent:
                     "gen_ai.output.messages": json.dumps([{"role": "assistant", "content": result.text}], ensure_ascii=False),
                 }
             )
+            if result.extra.get("adapter"):  # the LoRA adapter the embedded engine merged for this alias
+                span.set_attribute(MODEL_ADAPTER, result.extra["adapter"])
             output, problem = self._validate(result.text)
             evaluation_event(span, OUTPUT_SCHEMA_EVALUATION, passed=not problem, explanation=problem)
             return result, output, problem
+
+
+@dataclass(slots=True)
+class _StepTally:
+    """What one step did, for per-specialist metrics: set on its invoke_agent span when it ends."""
+
+    first_try_valid: bool | None = None
+    adapter: str | None = None
+    """The first tier's LoRA adapter, so the step is counted under the version its calls ran."""
+    tiers_tried: int = 0
+    repairs: int = 0
+    verified: int = 0
+    verified_passed: int = 0
+
+    def reply(self, *, valid: bool, adapter: str | None = None) -> None:
+        if self.first_try_valid is None and self.tiers_tried <= 1:  # the first tier's first reply only
+            self.first_try_valid, self.adapter = valid, adapter
+
+    def record(self, span: Span, tier: str, *, escalated: bool) -> None:
+        if not span.is_recording():
+            return
+        attrs: dict[str, Any] = {
+            sc.STEP_REPAIRS: self.repairs,
+            sc.STEP_VERIFIED: self.verified,
+            sc.STEP_VERIFIED_PASSED: self.verified_passed,
+            sc.STEP_TIER: tier,
+            sc.STEP_ESCALATED: escalated,
+        }
+        if self.first_try_valid is not None:
+            attrs[sc.STEP_FIRST_TRY_VALID] = self.first_try_valid
+        if self.adapter:
+            attrs[sc.MODEL_ADAPTER] = self.adapter
+        span.set_attributes(attrs)
 
 
 def _remaining(deadline: float | None) -> float | None:

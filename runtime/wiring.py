@@ -13,6 +13,7 @@ from flotilla.audit.runs import RunStore
 from flotilla.audit.sanitize import Sanitizer
 from flotilla.audit.setup import audit_exporters, open_audit_store
 from flotilla.audit.store import AuditStore
+from flotilla.audit.metrics import FlotillaMetrics
 from flotilla.audit.telemetry import JsonLinesSpanExporter, Telemetry
 from flotilla.graphs.runner import WorkflowRunner
 from flotilla.guardrails import Guardrails
@@ -23,7 +24,7 @@ from flotilla.tools import open_hub
 __all__ = ["Runtime", "build_runtime", "build_registry", "embedded_client", "configured_secrets"]
 
 
-def embedded_client(settings: Settings) -> ModelClient:
+def embedded_client(settings: Settings, adapter: str | None = None) -> ModelClient:
     from flotilla.audit.errors import MissingExtra
     from flotilla.runtime.console import loading
 
@@ -32,8 +33,13 @@ def embedded_client(settings: Settings) -> ModelClient:
     except MissingExtra as exc:
         raise MissingExtra(f"{exc.feature} (model aliases without an endpoint in flotilla.yaml use it)", exc.extra, exc.missing) from None
     first = "" if weights_cached(settings.cache_dir) else " (first run converts the weights, ~1 min)"
-    with loading(f"loading the embedded model{first}"):
-        engine = get_engine(settings.cache_dir)
+    path = None
+    if adapter:  # an alias's LoRA adapter: merged into its own engine (agents/finetune/adapter.py)
+        from flotilla.agents.finetune.adapter import resolve_adapter_path
+
+        path = resolve_adapter_path(adapter, settings.config_file.parent if settings.config_file else None)
+    with loading(f"loading the embedded model{first}" + (f" with adapter {path.name}" if path else "")):
+        engine = get_engine(settings.cache_dir, adapter=path)
     return EmbeddedClient(engine, max_tokens=settings.embedded_max_tokens)
 
 
@@ -80,11 +86,11 @@ class Runtime:
 
 def configured_secrets(settings: Settings) -> list[str]:
     """Values of every secret the configuration names, so no exporter can ever record one."""
-    names = {"FLOTILLA_MCP_TOKEN", "FLOTILLA_AUDIT_TOKEN", "FLOTILLA_AUDIT_HMAC_KEY"}
+    names = {"FLOTILLA_MCP_TOKEN", "FLOTILLA_AUDIT_TOKEN", "FLOTILLA_AUDIT_HMAC_KEY", "FLOTILLA_METRICS_TOKEN"}
     names |= {e.api_key_env for e in settings.models.values() if e.api_key_env}
     names |= {getattr(s, "bearer_token_env", None) for s in settings.mcp_servers.values()} - {None}
     values = [os.environ.get(name, "") for name in names]
-    values += [secret.get_secret_value() for secret in (settings.audit_token, settings.audit_hmac_key) if secret]
+    values += [secret.get_secret_value() for secret in (settings.audit_token, settings.audit_hmac_key, settings.metrics_token) if secret]
     return [v for v in values if v]
 
 
@@ -96,7 +102,8 @@ def build_runtime(settings: Settings) -> Runtime:
     audit_store = open_audit_store(settings.audit_store_url, hmac_key=hmac_key, sanitizer=sanitizer)
     trace_file = JsonLinesSpanExporter(settings.data_dir / "traces.jsonl", max_bytes=settings.trace_max_bytes, backups=settings.trace_backups)
     # One sanitizing pass per span, shared by the trace file, the audit store and OTLP.
-    telemetry = Telemetry(audit_exporters(audit_store, sanitizer, spool=settings.data_dir / "audit-spool.jsonl", also=[trace_file]))
+    metrics = FlotillaMetrics() if settings.metrics else None  # live per-specialist metrics, fed from the spans
+    telemetry = Telemetry(audit_exporters(audit_store, sanitizer, spool=settings.data_dir / "audit-spool.jsonl", also=[trace_file]), metrics=metrics)
     registry = build_registry(settings)
     rails = Guardrails(model_resolver=lambda alias: registry.resolve(alias).client)
     tools = open_hub(settings.mcp_servers, config_file=settings.config_file, tracer=telemetry.tracer)

