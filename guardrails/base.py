@@ -57,7 +57,8 @@ class Rail(Protocol):
 
 
 class GuardrailViolation(FlotillaError):
-    """A rail blocked the run. Carries the verdict that blocked it."""
+    """A rail blocked the run: which engine, at which point, in which category, with what score
+    against which threshold — enough to tune the rail (thresholds, allow-list) or fix the text."""
 
     code = "guardrail_violation"
 
@@ -68,8 +69,32 @@ class GuardrailViolation(FlotillaError):
         self.verdict = verdict
         self.point = point
 
-    def to_dict(self) -> dict[str, str]:
-        return {**super().to_dict(), "engine": self.verdict.engine, "rule": self.verdict.rule, "point": self.point.value}
+    @property
+    def engine(self) -> str:
+        return self.verdict.engine
+
+    @property
+    def category(self) -> str:
+        """The hazard category (content safety: S1…S14) or, for rule engines, the rule that fired."""
+        return str(self.verdict.attributes.get("category") or self.verdict.rule)
+
+    @property
+    def score(self) -> float | None:
+        return self.verdict.score
+
+    @property
+    def threshold(self) -> float | None:
+        value = self.verdict.attributes.get("threshold")
+        return None if value is None else float(value)
+
+    def to_dict(self) -> dict[str, Any]:
+        record: dict[str, Any] = {**super().to_dict(), "engine": self.engine, "rule": self.verdict.rule, "point": self.point.value,
+                                  "category": self.category}
+        if self.score is not None:
+            record["score"] = round(self.score, 4)
+        if self.threshold is not None:
+            record["threshold"] = round(self.threshold, 4)
+        return record
 
 
 _own: contextvars.ContextVar[tuple[str, ...]] = contextvars.ContextVar("flotilla_own_messages", default=())

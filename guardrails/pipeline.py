@@ -1,7 +1,8 @@
 """The rails pipeline: the configured engines for one point, in order, with transformations chained.
 
 Order at a point: PII redaction first (so nothing after it — a non-local model, the audit store —
-sees raw PII), then the blocking detectors (YARA, classifier, Llama Guard, NeMo), then the
+sees raw PII), then the blocking detectors (YARA, injection classifier, content safety — with
+Llama Guard on its uncertain band when both are on —, Llama Guard, NeMo), then the
 tool-result screen (quarantine wraps the final text). The first block stops the chain. Every
 decision of an enabled engine becomes a `gen_ai.guardrail.result` span event on the current
 span (names in audit/semconv.py). Engines configured off are skipped without a record, and a
@@ -26,6 +27,7 @@ from flotilla.audit.semconv import MODEL_LOCAL, RAIL_EVENT, WORKFLOW, rail_attri
 from flotilla.guardrails.base import GuardrailViolation, Rail, RailPoint, Verdict
 from flotilla.guardrails.config import RailsConfig, load_rails_config, merge_overrides
 from flotilla.guardrails.extras import missing_extra, require_explicit_extras, tool_screen_note
+from flotilla.guardrails.tuning import describe_tuning
 
 __all__ = ["RailsPipeline", "RailsReport", "EngineFactory", "Guardrails"]
 
@@ -46,7 +48,7 @@ class RailsReport:
         return {
             "point": self.point.value,
             "allowed": self.allowed,
-            "blocked_by": None if self.blocked_by is None else {"engine": self.blocked_by.engine, "rule": self.blocked_by.rule, "detail": self.blocked_by.detail},
+            "blocked_by": None if self.blocked_by is None else _decision(self.blocked_by),
             "transformed": any(v.text is not None for v in self.verdicts),
             "text": self.text,
             "latency_ms": round(self.latency_ms, 3),
@@ -61,11 +63,18 @@ class RailsReport:
                     "transformed": v.text is not None,
                     **({"detail": v.detail} if v.detail else {}),
                     **({"model_calls": v.attributes["model_calls"]} if "model_calls" in v.attributes else {}),
-                    **{k: v.attributes[k] for k in ("model_alias", "model_local", "rerouted") if k in v.attributes},
+                    **{k: v.attributes[k] for k in ("model_alias", "model_local", "rerouted", "threshold", "category", "cascade", "allow_listed") if k in v.attributes},
                 }
                 for v in self.verdicts
             ],
         }
+
+
+def _decision(verdict: Verdict) -> dict[str, Any]:
+    """What a user needs to act on a block: engine, category, score against threshold, why."""
+    return {"engine": verdict.engine, "rule": verdict.rule, "category": verdict.attributes.get("category", verdict.rule),
+            "score": None if verdict.score is None else round(verdict.score, 4), "threshold": verdict.attributes.get("threshold"),
+            "detail": verdict.detail}
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +91,8 @@ class _Slot:
     missing_extra: str = ""
     """Off because this extra is not installed (the run tells its user)."""
     cache: dict[str, Rail] = field(default_factory=dict)
+    tuning: str = ""
+    """A workflow's thresholds / allow-list for this engine, shown by `flotilla validate`."""
 
     def without_missing_extra(self) -> _Slot:
         """Enabled only by default but its libraries are not installed: off, with the install hint."""
@@ -144,6 +155,10 @@ def _record(point: RailPoint, verdict: Verdict, workflow: str | None, agent: str
         attrs[WORKFLOW] = workflow
     if agent:
         attrs["gen_ai.agent.name"] = agent
+    if isinstance(verdict.attributes.get("threshold"), float):
+        attrs["flotilla.rail.threshold"] = verdict.attributes["threshold"]
+    if "cascade" in verdict.attributes:
+        attrs["flotilla.rail.cascade"] = str(verdict.attributes["cascade"])
     if "model_calls" in verdict.attributes:
         attrs["flotilla.rail.model_calls"] = int(verdict.attributes["model_calls"])
     if "model_local" in verdict.attributes:  # the proof a confidential run's rails stayed local
@@ -166,7 +181,7 @@ class RailsPipeline:
         return [
             {"engine": s.name, "enabled": s.enabled, "points": sorted(p.value for p in s.points),
              **({"disabled_reason": s.disabled_reason or f"rails.{s.name}.enabled is false"} if not s.enabled else {}),
-             **({"note": s.note} if s.enabled and s.note else {})}
+             **({"note": s.note} if s.enabled and s.note else {}), **({"tuning": s.tuning} if s.tuning else {})}
             for s in self._slots
         ]
 
@@ -183,7 +198,7 @@ class RailsPipeline:
         for slot in self._slots:
             if slot.enabled and slot.name != "nemo":  # NeMo builds lazily inside its own async lock
                 rail = await asyncio.to_thread(slot.rail)
-                if slot.name in ("injection-classifier", "tool-result-screen"):
+                if slot.name in ("injection-classifier", "content-safety", "tool-result-screen"):
                     point = next(iter(slot.points))
                     await rail.check("warm up", point=point)
 
@@ -267,6 +282,11 @@ class EngineFactory:
         c = cfg.injection_classifier
         return self._shared(("classifier", c.weights, c.threshold), lambda: InjectionClassifier(self._embedder(), c.weights, c.threshold))
 
+    def safety_classifier(self, cfg: RailsConfig):
+        from flotilla.guardrails.content_safety import ContentSafetyClassifier
+
+        return self._shared(("content-safety", cfg.content_safety.weights), lambda: ContentSafetyClassifier(self._embedder(), cfg.content_safety.weights))
+
     def _yara(self, cfg: RailsConfig):
         from flotilla.guardrails.yara_rail import YaraRail
 
@@ -276,7 +296,9 @@ class EngineFactory:
 
     def pipeline(self, cfg: RailsConfig) -> RailsPipeline:
         # Engines import their libraries when first built: listing them (`flotilla validate`) loads nothing.
-        p, t, n, lg = cfg.presidio, cfg.tool_screen, cfg.nemo, cfg.llama_guard
+        p, t, n, lg, cs, ic = cfg.presidio, cfg.tool_screen, cfg.nemo, cfg.llama_guard, cfg.content_safety, cfg.injection_classifier
+        # Both on: Llama Guard decides only the classifier's uncertain band at the classifier's points.
+        cascade = cs.enabled and lg.enabled and lg.weights is not None and missing_extra("content-safety") is None
         screen_yara = t.use_yara and missing_extra("yara") is None
         screen_classifier = t.use_classifier and missing_extra("injection-classifier") is None
 
@@ -305,8 +327,20 @@ class EngineFactory:
 
         def classifier() -> Rail:
             from flotilla.guardrails.classifier import InjectionClassifierRail
+            from flotilla.guardrails.tuning import TunedRail
 
-            return InjectionClassifierRail(self._classifier(cfg), points=cfg.injection_classifier.points)
+            rail = InjectionClassifierRail(self._classifier(cfg), points=ic.points)
+            return TunedRail(rail, thresholds=ic.thresholds, allow=ic.allow, flag_rule="jailbreak") if ic.thresholds or ic.allow else rail
+
+        def content_safety() -> Rail:
+            from flotilla.guardrails.content_safety import ContentSafetyRail
+            from flotilla.guardrails.safety_cascade import SafetyCascade
+            from flotilla.guardrails.tuning import TunedRail
+
+            rail: Rail = ContentSafetyRail(self.safety_classifier(cfg), points=cs.points, thresholds=cs.thresholds)
+            if cascade:
+                rail = SafetyCascade(rail, llama_guard(), band=cs.llama_guard_band)  # type: ignore[arg-type]
+            return TunedRail(rail, allow=cs.allow) if cs.allow else rail
 
         def llama_guard() -> Rail:
             from flotilla.guardrails.llama_guard import LlamaGuardRail
@@ -317,8 +351,10 @@ class EngineFactory:
         slots = [
             _Slot("presidio", p.enabled, frozenset(p.points), presidio),
             _Slot("yara", cfg.yara.enabled, frozenset(cfg.yara.points), lambda: self._yara(cfg)),
-            _Slot("injection-classifier", cfg.injection_classifier.enabled, frozenset(cfg.injection_classifier.points), classifier),
-            _Slot("llama-guard", lg.enabled and lg.weights is not None, frozenset(lg.points), llama_guard,
+            _Slot("injection-classifier", ic.enabled, frozenset(ic.points), classifier, tuning=describe_tuning(ic.thresholds, ic.allow)),
+            _Slot("content-safety", cs.enabled, frozenset(cs.points), content_safety,
+                  tuning=describe_tuning(cs.thresholds, cs.allow, band=cs.llama_guard_band if cascade else None)),
+            _Slot("llama-guard", lg.enabled and lg.weights is not None, frozenset(lg.points) - (frozenset(cs.points) if cascade else frozenset()), llama_guard,
                   "" if lg.weights or not lg.enabled else "no Llama Guard weights configured (rails.llama_guard.weights): this check did not run"),
             _Slot("nemo", n.enabled, frozenset(n.points), nemo),
             _Slot("tool-result-screen", t.enabled, frozenset(t.points), tool_screen,
@@ -352,6 +388,9 @@ class Guardrails:
         self._configs[workflow] = config
         self._pipelines.pop(workflow, None)
         return config
+
+    def config(self, workflow: str | None = None) -> RailsConfig:
+        return self._configs.get(workflow, self._base) if workflow else self._base
 
     def pipeline(self, workflow: str | None = None) -> RailsPipeline:
         if workflow not in self._pipelines:

