@@ -35,7 +35,7 @@ from pydantic import BaseModel  # noqa: E402
 
 STEPS = ("extract", "analyze", "decide", "write")
 INPUT = (Path(__file__).resolve().parents[1] / "graphs" / "samples" / "invoice.txt").read_text()
-RAILS_OFF = {name: {"enabled": False} for name in ("presidio", "yara", "injection_classifier", "tool_screen", "llama_guard", "nemo")}
+RAILS_OFF = {name: {"enabled": False} for name in ("presidio", "yara", "injection_classifier", "content_safety", "tool_screen", "llama_guard", "nemo")}
 
 
 class Extracted(BaseModel):

@@ -105,6 +105,7 @@ def validate(workflow: Annotated[str, typer.Argument(help="Workflow YAML file or
     for engine in engines:
         if engine["enabled"]:
             note = f" [yellow]({escape(engine['note'])})[/]" if engine.get("note") else ""
+            note += f" — {escape(engine['tuning'])}" if engine.get("tuning") else ""  # the workflow's thresholds / allow-list
             console.print(f"  rail [bold]{engine['engine']}[/] on at {', '.join(engine['points'])}{note}", highlight=False, soft_wrap=True)
         else:
             console.print(f"  rail [bold]{engine['engine']}[/] [yellow]disabled[/]: {escape(engine['disabled_reason'])}", highlight=False, soft_wrap=True)
@@ -220,6 +221,10 @@ app.add_typer(__import__("flotilla.runtime.cli_guard", fromlist=["guard_app"]).g
 app.command("serve")(__import__("flotilla.runtime.serve", fromlist=["serve"]).serve)
 app.command("route")(__import__("flotilla.runtime.cli_route", fromlist=["route"]).route)
 app.command("serve-model")(__import__("flotilla.runtime.cli_model", fromlist=["serve_model"]).serve_model)
+app.command("eval")(__import__("flotilla.runtime.cli_eval", fromlist=["eval_command"]).eval_command)
+app.command("stats")(__import__("flotilla.runtime.cli_stats", fromlist=["stats"]).stats)
+app.command("export-finetune")(__import__("flotilla.runtime.cli_finetune", fromlist=["export_finetune"]).export_finetune)
+app.command("finetune")(__import__("flotilla.runtime.cli_finetune", fromlist=["finetune"]).finetune)
 
 
 def main() -> None:

@@ -76,6 +76,9 @@ def check(
         str | None,
         typer.Option("--jsonl", metavar="FILE|-", help="Check every line of this JSON-lines file (- for stdin) in one process; see below."),
     ] = None,
+    explain: Annotated[
+        bool, typer.Option("--explain", help="Add each classifier's score and its nearest training examples (key `explain`).")
+    ] = False,
 ) -> None:
     """Print a JSON verdict: allowed, the (possibly redacted/quarantined) text, and each engine's verdict.
 
@@ -94,6 +97,8 @@ def check(
     if (text is None) == (jsonl is None):
         raise _fail("give a TEXT (or - for stdin), or --jsonl FILE|- to check many texts; not both")
     if jsonl is not None:
+        if explain:
+            raise _fail("--explain works on one TEXT, not with --jsonl")
         raise typer.Exit(_check_jsonl(jsonl, RailPoint(point), workflow))
     import asyncio
 
@@ -102,9 +107,14 @@ def check(
     try:
         rails, name = _rails(workflow)
         report = asyncio.run(rails.report(RailPoint(point), text, workflow=name))
+        output = report.to_dict()
+        if explain:
+            from flotilla.guardrails.explain import explain as nearest
+
+            output["explain"] = nearest(rails, text, workflow=name)
     except FlotillaError as exc:
         raise _fail(exc.message) from None
-    typer.echo(json.dumps(report.to_dict(), ensure_ascii=False, indent=2))
+    typer.echo(json.dumps(output, ensure_ascii=False, indent=2))
     if not report.allowed:
         raise typer.Exit(EXIT_BLOCKED)
 

@@ -74,6 +74,7 @@ async def test_input_rails_guard_a_python_workflow(harness) -> None:
             "presidio": {"enabled": False},
             "yara": {"points": ["input"], "rulesets": ["xss"]},
             "injection_classifier": {"enabled": False},
+            "content_safety": {"enabled": False},
             "tool_screen": {"enabled": False},
             "llama_guard": {"enabled": False},
         }

@@ -74,6 +74,8 @@ def main(workdir: str) -> int:
         "presidio": {"points": every_point},
         "yara": {"points": every_point},
         "injection_classifier": {"points": every_point},
+        # Content safety decides at its points (an empty Llama Guard band); Llama Guard runs at the rest.
+        "content_safety": {"points": ["input", "agent-output"], "llama_guard_band": [0.0, 0.0001]},
         "tool_screen": {"points": ["tool-result"]},
         "nemo": {"enabled": True, "points": ["input", "agent-output", "output"]},
         "llama_guard": {"weights": str(weights), "on_unparseable": "allow", "points": every_point},

@@ -33,7 +33,7 @@ async def test_sample_invoice_passes_the_default_input_rails(rails: Guardrails) 
 async def test_report_lists_the_engines_that_ran_and_engines_lists_the_disabled_ones(rails: Guardrails) -> None:
     report = await rails.report(RailPoint.INPUT, "Summarise invoice INV-2041.")
     engines = {v["engine"]: v for v in report.to_dict()["verdicts"]}
-    assert set(engines) == {"yara", "injection-classifier"} and report.allowed  # disabled engines cost and record nothing
+    assert set(engines) == {"yara", "injection-classifier", "content-safety"} and report.allowed  # disabled engines cost and record nothing
     configured = {e["engine"]: e for e in rails.pipeline().engines()}
     assert configured["llama-guard"]["enabled"] is False and "disabled_reason" in configured["llama-guard"]
     assert configured["nemo"]["enabled"] is False
@@ -89,4 +89,4 @@ async def test_prose_outputs_are_not_mistaken_for_code_or_sql(rails: Guardrails)
 async def test_warm_up_builds_enabled_engines(rails: Guardrails) -> None:
     await rails.warm_up("document_triage")
     report = await rails.report(RailPoint.INPUT, "Summarise invoice INV-2041.", workflow="document_triage")
-    assert report.allowed and [v.engine for v in report.verdicts if v.enabled] == ["yara", "injection-classifier"]
+    assert report.allowed and [v.engine for v in report.verdicts if v.enabled] == ["yara", "injection-classifier", "content-safety"]

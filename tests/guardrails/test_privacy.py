@@ -25,4 +25,4 @@ def test_rails_stack_makes_no_network_attempt(tmp_path) -> None:
     assert result["attempts"] == []
     # Every engine really ran somewhere (nothing was skipped because it failed to load).
     ran = {engine for engines in result["engines"].values() for engine in engines}
-    assert ran == {"presidio", "yara", "injection-classifier", "llama-guard", "nemo", "tool-result-screen"}
+    assert ran == {"presidio", "yara", "injection-classifier", "content-safety", "llama-guard", "nemo", "tool-result-screen"}

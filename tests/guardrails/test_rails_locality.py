@@ -40,6 +40,7 @@ RAILS: dict[str, Any] = {
     "presidio": {"enabled": False},
     "yara": {"enabled": False},
     "injection_classifier": {"enabled": False},
+    "content_safety": {"enabled": False},
     "tool_screen": {"enabled": False},
     "llama_guard": {"enabled": False},
     "nemo": {"enabled": True, "model": "guard-remote", "points": ["input", "output"], "domain": "invoice processing"},

@@ -106,6 +106,7 @@ async def test_a_guardrail_block_in_a_sub_agent_blocks_the_run(research, tmp_pat
             "presidio": {"enabled": False},
             "yara": {"points": ["tool-result"], "rulesets": ["xss"]},
             "injection_classifier": {"enabled": False},
+            "content_safety": {"enabled": False},
             "tool_screen": {"enabled": False},
             "llama_guard": {"enabled": False},
         }

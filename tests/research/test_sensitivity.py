@@ -46,6 +46,7 @@ async def test_pii_found_by_the_input_rail_makes_the_run_confidential(research) 
             "presidio": {"points": ["input"], "entities": ["EMAIL_ADDRESS"]},
             "yara": {"enabled": False},
             "injection_classifier": {"enabled": False},
+            "content_safety": {"enabled": False},
             "tool_screen": {"enabled": False},
             "llama_guard": {"enabled": False},
         }
