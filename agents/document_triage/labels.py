@@ -129,7 +129,7 @@ def read_labelled_fields(text: str) -> dict[str, Any]:
         for label, field in _BY_LENGTH:
             rest = _after_label(line.strip(), label)
             if rest is not None:
-                found.append((field, rest.lstrip(" .:#-\t'`~°")))
+                found.append((field, rest.lstrip(" .,;:#-\t'`~°")))
                 break
     for field, rest in found:
         value = _value(field, rest)
