@@ -54,6 +54,13 @@ runs = Table(
     Column("initiator", String(200)),
     Column("started_at", DateTime(timezone=True), nullable=False),
     Column("ended_at", DateTime(timezone=True)),
+    # Durability (graphs/backends): which process runs it and when it last said so (crash
+    # detection), the key that started it (the same key never starts two runs), and the approval
+    # a `waiting_approval` run waits for (JSON: step, what the approver sees, deadline).
+    Column("owner", String(200)),
+    Column("heartbeat_at", DateTime(timezone=True)),
+    Column("idempotency_key", String(200), unique=True),
+    Column("approval", Text),
 )
 
 
@@ -226,3 +233,11 @@ def _upgrade(engine: Engine) -> None:
             conn.exec_driver_sql("DROP TABLE runs_before_content_policy")
         return
     metadata.create_all(engine)
+    # Columns added after the table's first release: nullable, so older rows simply lack them.
+    present = {c["name"] for c in inspect(engine).get_columns("runs")}
+    with engine.begin() as conn:
+        for column in runs.columns:
+            if column.name not in present:
+                conn.exec_driver_sql(f"ALTER TABLE runs ADD COLUMN {column.name} {column.type.compile(engine.dialect)}")
+                if column.unique:
+                    conn.exec_driver_sql(f"CREATE UNIQUE INDEX IF NOT EXISTS ix_runs_{column.name} ON runs ({column.name})")
