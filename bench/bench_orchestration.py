@@ -102,7 +102,9 @@ def serve_stub(port: int) -> None:
         return JSONResponse(out)
 
     app = Starlette(routes=[Route("/d{delay:int}/v1/chat/completions", chat, methods=["POST"]), Route("/stats", read_stats)])
-    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", backlog=4096)
+    # A long keep-alive: with uvicorn's 5 s default, a pooled connection idle between phases can be
+    # closed by the stub just as a client reuses it (a connection error neither side retries here).
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", backlog=4096, timeout_keep_alive=600)
 
 
 def start_stub() -> tuple[subprocess.Popen[bytes], str]:

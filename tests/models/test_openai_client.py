@@ -33,6 +33,15 @@ async def test_structured_output_request_and_usage() -> None:
     [body] = server.requests
     assert body["model"] == "specialist"
     assert body["response_format"] == {"type": "json_schema", "json_schema": {"name": "Ok", "schema": SCHEMA, "strict": True}}
+    assert body["messages"] and body["max_tokens"] and "timeout" not in body and "extra_body" not in body
+
+
+async def test_the_api_key_is_sent_as_a_bearer_token() -> None:
+    server = ScriptedOpenAI([Reply('{"ok": true}')])
+    with serve_app(server.app()) as url:
+        await complete(url, api_key="test-key-123")
+    [headers] = server.headers
+    assert headers["authorization"] == "Bearer test-key-123"
 
 
 @pytest.mark.parametrize("status", [500, 502, 503, 429])
@@ -84,3 +93,14 @@ async def test_server_down_is_unavailable_after_retries() -> None:
     with pytest.raises(ModelUnavailable, match="cannot reach"):
         await complete(f"http://127.0.0.1:{port}", max_retries=2)
     assert time.monotonic() - started < 5
+
+
+def test_plain_json_requests_skip_the_sdk_transform_and_others_do_not() -> None:
+    from flotilla.agents.models.openai_compat import _plain_body
+
+    schema = {"response_format": {"type": "json_schema", "json_schema": {"name": "Ok", "schema": SCHEMA, "strict": True}}}
+    kwargs = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 5, "timeout": 3.0, "extra_body": schema}
+    assert _plain_body(kwargs) == {"model": "m", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 5, **schema}
+    assert _plain_body({**kwargs, "stream": True}) is None  # streaming goes through `create`
+    assert _plain_body({**kwargs, "extra_headers": {"x": "y"}}) is None
+    assert _plain_body({**kwargs, "messages": [("user", "hi")]}) is None  # not plain JSON: the SDK's transform handles it
