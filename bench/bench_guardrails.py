@@ -30,7 +30,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ["NEMO_GUARDRAILS_NO_USAGE_STATS"] = "1"
 
 from flotilla.guardrails import Guardrails, RailPoint  # noqa: E402
+from flotilla.guardrails.config import load_rails_config  # noqa: E402
 from flotilla.guardrails.classifier import InjectionClassifier, InjectionClassifierRail  # noqa: E402
+from flotilla.guardrails.content_safety import ContentSafetyClassifier  # noqa: E402
 from flotilla.guardrails.embeddings import LocalEmbedder  # noqa: E402
 from flotilla.guardrails.pii import PresidioRail  # noqa: E402
 from flotilla.guardrails.pipeline import EngineFactory  # noqa: E402
@@ -39,7 +41,8 @@ from flotilla.guardrails.training.corpus import (  # noqa: E402
     HELD_OUT_FAMILIES, HELD_OUT_SOURCES, JAILBREAK_TEMPLATE_FAMILIES, Sample, benign_corpus, injection_attacks,
     load_attacks, load_benign,
 )
-from flotilla.guardrails.training.train_injection import embed_cached, recall_at_fpr, split  # noqa: E402
+from flotilla.guardrails.training.embed_cache import embed_cached  # noqa: E402
+from flotilla.guardrails.training.train_injection import recall_at_fpr, split  # noqa: E402
 from injection_sets import tool_results  # noqa: E402
 from flotilla.guardrails.yara_rail import YaraRail  # noqa: E402
 
@@ -137,15 +140,25 @@ def injection_numbers(classifier: InjectionClassifier, yara: YaraRail) -> None:
     attacks, benign = injection_attacks(), benign_corpus()
     # Embeddings as the trainer computed them (one text per forward, as a check does), cached on disk by it.
     score: dict[str, float] = {}
+    # The default input point also runs content safety on the same embedding: a text is blocked at
+    # input when any of YARA, the injection classifier or content safety flags it.
+    safety = ContentSafetyClassifier(classifier.embedder)
+    safety_t = safety.threshold(RailPoint.INPUT)
+    blocked_by_safety: dict[str, bool] = {}
     for part in split(attacks, benign):
-        z = embed_cached(classifier.embedder, [s.text for s in part]) @ classifier.coef + classifier.intercept
-        score.update(zip((s.text for s in part), (1 / (1 + np.exp(-z))).tolist()))
+        vectors = embed_cached(classifier.embedder, [s.text for s in part])
+        score.update(zip((s.text for s in part), classifier.scores([s.text for s in part], vectors).tolist()))
+        blocked_by_safety.update((s.text, r.score >= safety_t) for s, r in zip(part, safety.score_vectors(vectors)))
     t = classifier.threshold
+
+    def input_rails(text: str) -> bool:
+        return score[text] >= t or blocked_by_safety[text] or bool(yara.matches(text, RailPoint.INPUT))
+
     held_benign = np.array([score[s.text] for s in benign if s.family in HELD_OUT_SOURCES])
     meta = classifier.metadata
     print(f"\ninjection classifier: threshold {t:.3f} (calibrated for {meta['target_fpr']:.0%} FPR on validation folds; trained {meta['trained_on']})")
     print(f"  ROC on held-out data: negatives = the {len(held_benign)} held-out benign requests; R@thr = recall at the shipped threshold")
-    print(f"  {'attack family':<44}{'n':>6}{'R@1%FPR':>10}{'R@5%FPR':>10}{'R@thr':>9}{'yara+clf':>10}")
+    print(f"  {'attack family':<44}{'n':>6}{'R@1%FPR':>10}{'R@5%FPR':>10}{'R@thr':>9}{'yara+clf':>10}{'all input rails':>17}")
     held_scores = []
     for family in sorted({s.family for s in attacks}):
         rows = [s.text for s in attacks if s.family == family]
@@ -155,21 +168,24 @@ def injection_numbers(classifier: InjectionClassifier, yara: YaraRail) -> None:
         if family in HELD_OUT_FAMILIES:
             held_scores.append(values)
         print(f"  {family + tag:<44}{len(rows):>6}{recall_at_fpr(values, held_benign, 0.01):>10.1%}"
-              f"{recall_at_fpr(values, held_benign, 0.05):>10.1%}{np.mean(values >= t):>9.1%}{both:>10.1%}")
+              f"{recall_at_fpr(values, held_benign, 0.05):>10.1%}{np.mean(values >= t):>9.1%}{both:>10.1%}"
+              f"{np.mean([input_rails(x) for x in rows]):>17.1%}")
     held = np.concatenate(held_scores)
     line("held-out families: recall at 1% FPR", f"{recall_at_fpr(held, held_benign, 0.01):.1%}", "Prompt Guard 2 (22M) reports 88.7%")
     line("held-out families: recall at 5% FPR", f"{recall_at_fpr(held, held_benign, 0.05):.1%}")
     templates = np.array([score[s.text] for s in attacks if s.family in HELD_OUT_FAMILIES & JAILBREAK_TEMPLATE_FAMILIES])
     tr = float(np.mean(templates >= t))
     line(f"held-out jailbreak templates: recall at threshold (n={len(templates)})", f"{tr:.1%}", f"goal >= 95%: ratio {tr / 0.95:.2f}")
-    print(f"\n  {'benign source':<52}{'n':>6}{'false positives':>17}")
+    print("  all input rails = YARA or the injection classifier or content safety (the default input point)")
+    print(f"\n  {'benign source':<52}{'n':>6}{'false positives':>17}{'all input rails':>17}")
     for source in sorted({s.family for s in benign}):
         values = np.array([score[s.text] for s in benign if s.family == source])
         tag = " (held-out)" if source in HELD_OUT_SOURCES else " (trained)"
         goal = {"flotilla:eval-business": 0.01, "flotilla:eval-everyday": 0.03}.get(source)
         fp = float(np.mean(values >= t))
         extra = f"  goal <= {goal:.0%}: ratio {fp / goal:.2f}" if goal else ""
-        print(f"  {source + tag:<52}{len(values):>6}{fp:>17.1%}{extra}")
+        rails_fp = np.mean([input_rails(s.text) for s in benign if s.family == source])
+        print(f"  {source + tag:<52}{len(values):>6}{fp:>17.1%}{rails_fp:>17.1%}{extra}")
 
 
 def tool_screen_numbers(screen: ToolResultScreen) -> None:
@@ -187,6 +203,7 @@ def main() -> None:
     parser.add_argument("--model", choices=["auto", "embedded", "function"], default="auto")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (the machine is shared)")
     parser.add_argument("--llama-guard", type=Path, default=None, help="local Llama Guard 3 weights to time (default: reported disabled)")
+    parser.add_argument("--quality-only", action="store_true", help="only the held-out quality numbers (ROC, false positives, tool screen)")
     args = parser.parse_args()
 
     import torch
@@ -206,10 +223,15 @@ def main() -> None:
 
     embedder = LocalEmbedder()
     classifier = InjectionClassifier(embedder)
-    yara = YaraRail()
+    defaults = load_rails_config()  # the shipped defaults: YARA rulesets per point, tool-screen threshold
+    yara = YaraRail(rulesets=defaults.yara.rulesets, point_rulesets=defaults.yara.point_rulesets)
     presidio = PresidioRail()
-    screen = ToolResultScreen(yara=yara, classifier=classifier)
+    screen = ToolResultScreen(yara=yara, classifier=classifier, classifier_threshold=defaults.tool_screen.classifier_threshold)
     embedder.encode(["warm up"])
+    if args.quality_only:
+        injection_numbers(classifier, yara)
+        tool_screen_numbers(screen)
+        return
     # The peer: the unquantised encoder, no cache (its scores are not used: the weights are int8-trained).
     fp32 = InjectionClassifier(LocalEmbedder(quantize=False, cache_size=0))
     fp32.embedder.encode(["warm up"])

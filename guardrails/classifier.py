@@ -18,6 +18,7 @@ from flotilla.audit.errors import ConfigError
 from flotilla.guardrails._timing import Stopwatch
 from flotilla.guardrails.base import RailPoint, Verdict
 from flotilla.guardrails.embeddings import LocalEmbedder
+from flotilla.guardrails.suffix_features import suffix_features
 
 __all__ = ["InjectionClassifier", "InjectionClassifierRail", "default_weights_path"]
 
@@ -39,10 +40,19 @@ class InjectionClassifier:
             self.intercept = float(data["intercept"])
             self.threshold = float(data["threshold"]) if threshold is None else threshold
             self.metadata = json.loads(str(data["metadata"]))
+            # Weights trained with the suffix statistics appended to the embedding (suffix_features.py).
+            self.suffix_scale = float(data["suffix_scale"]) if "suffix_scale" in data.files else 0.0
         self.embedder = embedder
 
-    def scores(self, texts: list[str]) -> np.ndarray:
-        z = self.embedder.encode(texts) @ self.coef + self.intercept
+    def features(self, texts: list[str], vectors: np.ndarray | None = None) -> np.ndarray:
+        """What the weights read: the MiniLM embedding, then the scaled suffix statistics if trained with them."""
+        vectors = self.embedder.encode(texts) if vectors is None else vectors
+        if not self.suffix_scale:
+            return vectors
+        return np.hstack([vectors, self.suffix_scale * np.vstack([suffix_features(t) for t in texts])])
+
+    def scores(self, texts: list[str], vectors: np.ndarray | None = None) -> np.ndarray:
+        z = self.features(texts, vectors) @ self.coef + self.intercept
         return 1.0 / (1.0 + np.exp(-z))
 
 

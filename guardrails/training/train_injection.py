@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import hashlib
 import json
 import os
 from collections import Counter
@@ -34,23 +33,13 @@ from flotilla.guardrails.training.corpus import (
     find_inspect_evals_wheel,
     injection_attacks,
 )
+from flotilla.guardrails.suffix_features import suffix_features
+from flotilla.guardrails.training.embed_cache import embed_cached
 
 __all__ = ["train", "main", "split", "DEFAULT_OUTPUT", "embed_cached", "recall_at_fpr"]
 
 DEFAULT_OUTPUT = Path(__file__).resolve().parents[1] / "models" / "injection_classifier.npz"
-_CACHE = Path(__file__).resolve().parents[2] / ".cache" / "embeddings"
-
-
-def embed_cached(embedder: LocalEmbedder, texts: list[str]) -> np.ndarray:
-    """Embeddings cached on disk by encoder + content hash: retraining with a new C or threshold is instant."""
-    key = hashlib.sha256((EMBEDDER_ID + "\x01" + "\x00".join(texts)).encode()).hexdigest()[:16]
-    path = _CACHE / f"{key}.npy"
-    if path.is_file():
-        return np.load(path)
-    vectors = embedder.encode(texts)
-    _CACHE.mkdir(parents=True, exist_ok=True)
-    np.save(path, vectors)
-    return vectors
+_EMBEDDING_DIM = 384
 
 
 def recall_at_fpr(attack_scores: np.ndarray, benign_scores: np.ndarray, fpr: float) -> float:
@@ -90,14 +79,20 @@ def split(attacks: list[Sample], benign: list[Sample]) -> tuple[list[Sample], li
     return train_set, [s for s in attacks if s.family in HELD_OUT_FAMILIES], [s for s in benign if s.family in HELD_OUT_SOURCES]
 
 
-def train(*, output: Path = DEFAULT_OUTPUT, c: float = 1.0, target_fpr: float = 0.03) -> dict:
+def train(*, output: Path = DEFAULT_OUTPUT, c: float = 1.0, target_fpr: float = 0.03, suffix_scale: float = 0.5) -> dict:
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import GroupKFold
 
     train_set, held_attacks, held_benign = split(injection_attacks(), benign_corpus())
 
     embedder = LocalEmbedder()
-    x = embed_cached(embedder, [s.text for s in train_set])
+
+    def features(samples: list[Sample]) -> np.ndarray:
+        """The embedding plus the scaled suffix statistics (the classifier computes the same at check time)."""
+        vectors = embed_cached(embedder, [s.text for s in samples])
+        return np.hstack([vectors, suffix_scale * np.vstack([suffix_features(s.text) for s in samples])]) if suffix_scale else vectors
+
+    x = features(train_set)
     y = np.array([int(s.attack) for s in train_set])
     w = _weights(train_set)
     groups = [s.family for s in train_set]
@@ -114,7 +109,7 @@ def train(*, output: Path = DEFAULT_OUTPUT, c: float = 1.0, target_fpr: float = 
     model = fit(np.arange(len(train_set)))
 
     def scores(samples: list[Sample]) -> np.ndarray:
-        z = embed_cached(embedder, [s.text for s in samples]) @ model.coef_[0] + model.intercept_[0]
+        z = features(samples) @ model.coef_[0] + model.intercept_[0]
         return 1 / (1 + np.exp(-z))
 
     held_attack_scores, held_benign_scores = scores(held_attacks), scores(held_benign)
@@ -130,6 +125,7 @@ def train(*, output: Path = DEFAULT_OUTPUT, c: float = 1.0, target_fpr: float = 
         "target_fpr": target_fpr,
         "calibration": "out-of-fold scores, GroupKFold(5) by family/source over the training sources",
         "C": c,
+        "suffix_scale": suffix_scale,
         "embedding_model": EMBEDDER_ID,
         "train_attack_families": dict(sorted(Counter(s.family for s in train_set if s.attack).items())),
         "train_benign_sources": dict(sorted(Counter(s.family for s in train_set if not s.attack).items())),
@@ -152,8 +148,9 @@ def train(*, output: Path = DEFAULT_OUTPUT, c: float = 1.0, target_fpr: float = 
         coef=model.coef_[0].astype(np.float32),
         intercept=np.float32(model.intercept_[0]),
         threshold=np.float32(threshold),
+        suffix_scale=np.float32(suffix_scale),
         metadata=np.array(json.dumps(report)),
-        **_exemplars(train_set, x),
+        **_exemplars(train_set, x[:, :_EMBEDDING_DIM]),  # explain compares embeddings only
     )
     return report
 
@@ -164,8 +161,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT)
     parser.add_argument("--c", type=float, default=1.0, help="inverse L2 regularisation strength")
     parser.add_argument("--target-fpr", type=float, default=0.03, help="false-positive rate the threshold is calibrated for")
+    parser.add_argument("--suffix-scale", type=float, default=0.5,
+                        help="weight of the adversarial-suffix statistics next to the embedding (0 = embedding only); "
+                             "0.5 had the best validation recall of 0 / 0.5 / 1 / 2")
     args = parser.parse_args(argv)
-    print(json.dumps(train(output=args.output, c=args.c, target_fpr=args.target_fpr), indent=2))
+    print(json.dumps(train(output=args.output, c=args.c, target_fpr=args.target_fpr, suffix_scale=args.suffix_scale), indent=2))
 
 
 if __name__ == "__main__":

