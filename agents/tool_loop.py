@@ -15,7 +15,10 @@ tool parser, a frontier API) instead uses native tool calling: the allowed tools
 output schema (`response_format`). The last turn offers
 only `final`, so the loop always ends with an answer or a typed error. Tool failures — an
 `isError` result, arguments the schema rejects, a tool outside the allowlist, a timeout —
-go back to the model as observations and are kept in the call records.
+go back to the model as observations and are kept in the call records — except a call that
+may already have happened before an interruption (ToolCallUncertain), which ends the step.
+Each call's idempotency key counts on its turn (and its place in the turn), so a step that
+runs again after a crash repeats its calls with the same keys (tools/idempotency.py).
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ from opentelemetry.trace import StatusCode, Tracer
 
 from flotilla.agents.models.base import ChatRequest, ChatResult, ModelClient, ModelError
 from flotilla.audit.semconv import PROVIDER, model_span_kind, provider_name
-from flotilla.tools import ToolError, ToolInfo, ToolView
+from flotilla.tools import ToolCallUncertain, ToolError, ToolInfo, ToolView
 
 __all__ = ["run_tool_loop", "ToolLoopResult", "ToolCallRecord", "ToolLoopExhausted", "ToolRails", "action_schema"]
 
@@ -159,7 +162,7 @@ async def run_tool_loop(
         if key in seen_calls:  # small models repeat themselves; the answer is already above
             conversation.append({"role": "user", "content": f"You already called {name} with these arguments; its result is above. Use it."})
             continue
-        record = await caller.call(by_name, step, name, arguments, observation_chars)
+        record = await caller.call(by_name, step, name, arguments, observation_chars, call_index=step)
         result.calls.append(record)
         seen_calls[key] = record.observation
         label = "TOOL ERROR" if record.is_error else "TOOL RESULT"
@@ -239,7 +242,15 @@ class _Caller:
     agent: str | None
 
     async def call(
-        self, known: dict[str, ToolInfo], step: int, name: str, arguments: Any, limit: int, *, call_id: str | None = None
+        self,
+        known: dict[str, ToolInfo],
+        step: int,
+        name: str,
+        arguments: Any,
+        limit: int,
+        *,
+        call_id: str | None = None,
+        call_index: int | str = 0,
     ) -> ToolCallRecord:
         started = time.perf_counter()
         if not isinstance(arguments, dict):
@@ -252,7 +263,9 @@ class _Caller:
             )
             arguments = json.loads(checked)  # rails may redact values; the JSON stays valid
         try:
-            result = await self.tools.call(name, arguments, call_id=call_id)
+            result = await self.tools.call(name, arguments, call_id=call_id, call_index=call_index)
+        except ToolCallUncertain:  # not the model's to handle: a person must check whether it happened
+            raise
         except ToolError as exc:
             hint = "" if name in known else f" Available tools: {', '.join(sorted(known)) or 'none'}."
             return ToolCallRecord(step, name, arguments, True, exc.code, exc.message + hint, (time.perf_counter() - started) * 1000)
@@ -448,7 +461,7 @@ async def _run_native_loop(
                 ],
             }
         )
-        for call in tool_calls:
+        for index, call in enumerate(tool_calls):
             info = by_function.get(call.function.name)
             name = info.name if info is not None else call.function.name.replace("__", ".", 1)
             try:
@@ -457,7 +470,7 @@ async def _run_native_loop(
                 arguments = None
                 record = ToolCallRecord(step, name, {}, True, "tool_arguments_invalid", f"arguments are not JSON ({exc.msg})", 0.0)
             if arguments is not None:
-                record = await caller.call(by_name, step, name, arguments, observation_chars, call_id=call.id)
+                record = await caller.call(by_name, step, name, arguments, observation_chars, call_id=call.id, call_index=f"{step}.{index}")
             result.calls.append(record)
             conversation.append({"role": "tool", "tool_call_id": call.id, "content": record.observation})
     raise ToolLoopExhausted(

@@ -9,7 +9,8 @@ what the spec does not: runs, sensitivity, cost, escalation, rail latency.
       invoke_agent <agent>       INTERNAL  gen_ai.agent.name, gen_ai.provider.name
         chat <model>             CLIENT    gen_ai.provider.name, gen_ai.request.model, usage …
                                  (INTERNAL for the in-process embedded engine)
-        execute_tool <tool>      CLIENT    gen_ai.tool.name/type/call.id, mcp.method.name=tools/call
+        execute_tool <tool>      CLIENT    gen_ai.tool.name/type/call.id, mcp.method.name=tools/call,
+                                           flotilla.tool.idempotency_key (also sent in the call's `_meta`)
       events: gen_ai.guardrail.result (one per rail decision), gen_ai.evaluation.result
 
 The runner and the rails write these names; the audit store reads them back to build run
@@ -58,6 +59,14 @@ TOOL_NAME = "gen_ai.tool.name"
 TOOL_TYPE = "gen_ai.tool.type"
 TOOL_CALL_ID = "gen_ai.tool.call.id"
 MCP_METHOD = "mcp.method.name"
+
+# -- tool calls: no duplicated side effects (tools/idempotency.py, tools/journal.py) --------
+TOOL_IDEMPOTENCY_KEY = "flotilla.tool.idempotency_key"
+"""On an execute_tool span: the key sent in the request `_meta` (the same when a step runs again)."""
+TOOL_REPLAYED = "flotilla.tool.replayed"
+"""True when the call had already finished before an interruption: its recorded result was used, nothing sent."""
+TOOL_RESENT = "flotilla.tool.resent"
+"""True when an interrupted call was sent again with its key (the tool or its server makes that safe)."""
 
 # Well-known `gen_ai.provider.name` values; an OpenAI-compatible endpoint (vLLM, flotilla's own
 # model server) speaks the OpenAI API, so it is `openai` (spec: docs/gen-ai/openai.md). The

@@ -16,6 +16,12 @@ Argument references: a string that is exactly `"{node.field[.field…]}"` is tha
 state, whatever its type (`{input}` is the run's input); a longer string with references in it
 is filled in as text. A reference to a missing (null) value drops the argument, so the tool's
 own schema says whether it was optional.
+
+No duplicated side effects: the call carries an idempotency key derived from the run, this step
+and the call (tools/idempotency.py), so the step running again after a crash sends the same
+key. A side-effecting call that was sent but never recorded a result, to a tool that is not
+read-only or idempotent and whose server does not honour keys, is not sent again: the run ends
+`needs_review` naming the call (`UncertainToolCall`), whatever the node's `on_error` says.
 """
 
 from __future__ import annotations
@@ -28,6 +34,8 @@ from typing import TYPE_CHECKING, Any
 
 from opentelemetry.trace import Status, StatusCode, Tracer
 
+from flotilla.agents.cascade import NeedsReview
+from flotilla.audit.errors import FlotillaError
 from flotilla.graphs.spec import AgentSpec
 from flotilla.guardrails.base import RailPoint
 
@@ -35,7 +43,7 @@ if TYPE_CHECKING:
     from flotilla.graphs.compile import RailsHook
     from flotilla.tools import ToolHub
 
-__all__ = ["tool_node", "resolve_arguments", "argument_references", "step_record", "INPUT_REFERENCE"]
+__all__ = ["tool_node", "resolve_arguments", "argument_references", "step_record", "INPUT_REFERENCE", "UncertainToolCall"]
 
 INPUT_REFERENCE = "input"
 _REFERENCE = re.compile(r"\{([A-Za-z_][\w-]*(?:\.[\w-]+)*)\}")
@@ -96,6 +104,20 @@ def resolve_arguments(arguments: dict[str, Any], state: dict[str, Any]) -> dict[
     return _resolve(arguments, state)
 
 
+class UncertainToolCall(NeedsReview):
+    """A step stopped on a tool call that may have happened (tools.ToolCallUncertain): not a
+    failure of flotilla, but something a person must check, so the run ends `needs_review`."""
+
+    def __init__(self, step: str, cause: FlotillaError) -> None:
+        FlotillaError.__init__(self, f"step {step!r}: {cause.message}")
+        self.step, self.attempts, self.cause_code = step, [], cause.code
+        self._reason = cause.message
+
+    @property
+    def reasons(self) -> list[str]:
+        return [self._reason]
+
+
 def _parsed(text: str) -> dict[str, Any]:
     try:
         value = json.loads(text)
@@ -128,7 +150,7 @@ def tool_node(
 ) -> Callable[..., Any]:
     """A LangGraph node calling `spec.tool` once with `spec.arguments` filled in from the state."""
     from flotilla.graphs.compile import StepFailed
-    from flotilla.tools import ToolError, ToolServerUnavailable
+    from flotilla.tools import ToolCallUncertain, ToolError, ToolServerUnavailable
 
     assert spec.tool is not None
     tool = spec.tool
@@ -156,6 +178,11 @@ def tool_node(
                     error = ToolError(f"{tool} reported an error: {text[:300]}")
                 else:
                     output = _parsed(text)
+            except ToolCallUncertain as exc:  # never `on_error: continue`: a person must check the tool's side
+                span.set_status(Status(StatusCode.ERROR, exc.message))
+                span.set_attribute("error.type", exc.code)
+                record = {**step_record(name, "tool", produced_by, started, None, []), "ok": False, "arguments": arguments, "error": exc.to_dict()}
+                raise StepFailed(name, record, UncertainToolCall(name, exc)) from exc
             except ToolError as exc:
                 error = exc
             except Exception as exc:  # a rail said no, or a bug: the step fails with a typed record

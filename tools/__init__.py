@@ -25,12 +25,15 @@ from flotilla.tools.errors import (
     ToolServerUnavailable,
     ToolTimeout,
     UnknownTool,
+    ToolCallUncertain,
 )
+from flotilla.tools.idempotency import IDEMPOTENCY_META_KEY, tool_call_scope
 
 if TYPE_CHECKING:
     from opentelemetry.trace import Tracer
 
     from flotilla.tools.hub import ToolHub, ToolInfo, ToolResult, ToolView
+    from flotilla.tools.journal import ToolCallJournal
     from flotilla.tools.pins import LOCK_FILE_NAME, PinState, PinStore
 
 # The hub and pins pull in the MCP SDK: loaded on first use, so reading settings stays cheap.
@@ -39,6 +42,7 @@ _WHERE = {
     "ToolInfo": "flotilla.tools.hub",
     "ToolResult": "flotilla.tools.hub",
     "ToolView": "flotilla.tools.hub",
+    "ToolCallJournal": "flotilla.tools.journal",
     "LOCK_FILE_NAME": "flotilla.tools.pins",
     "PinState": "flotilla.tools.pins",
     "PinStore": "flotilla.tools.pins",
@@ -69,6 +73,10 @@ __all__ = [
     "ToolServerUnavailable",
     "ToolConnectionLost",
     "ToolProtocolError",
+    "ToolCallUncertain",
+    "ToolCallJournal",
+    "IDEMPOTENCY_META_KEY",
+    "tool_call_scope",
 ]
 
 
@@ -86,10 +94,12 @@ def open_hub(
     lock_file: Path | None = None,
     tracer: Tracer | None = None,
     errlog: TextIO | None = None,
+    journal: ToolCallJournal | None = None,
 ) -> ToolHub:
-    """A ToolHub over the configured servers. Nothing connects until a tool is first used."""
+    """A ToolHub over the configured servers. Nothing connects until a tool is first used.
+    `journal`: record side-effecting calls of runs (tools/journal.py) so none repeats blindly."""
     from flotilla.tools.hub import ToolHub
     from flotilla.tools.pins import PinStore
 
     pins = PinStore(lock_file or lock_file_for(config_file))
-    return ToolHub(servers, pins=pins, tracer=tracer, errlog=errlog)
+    return ToolHub(servers, pins=pins, tracer=tracer, errlog=errlog, journal=journal)

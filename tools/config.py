@@ -37,6 +37,9 @@ class _ServerBase(BaseModel):
     """Deadline of one tool call (the server is sent a cancellation when it passes)."""
     connect_timeout_s: float = Field(default=30.0, gt=0)
     """Deadline for starting/connecting and the MCP handshake."""
+    honours_idempotency_keys: bool = False
+    """The operator vouches that every tool of this server returns the first result for a repeated
+    idempotency key (tools/idempotency.py), so an interrupted call may be re-sent with its key."""
 
 
 class StdioServerConfig(_ServerBase):

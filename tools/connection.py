@@ -107,20 +107,27 @@ class ServerConnection:
             raise ToolProtocolError(f"MCP server {self.name!r} failed to list tools: {exc.message}") from None
 
     async def call_tool(
-        self, tool: str, arguments: dict[str, Any], *, timeout_s: float | None = None, retry_safe: bool = False
+        self,
+        tool: str,
+        arguments: dict[str, Any],
+        *,
+        timeout_s: float | None = None,
+        retry_safe: bool = False,
+        meta: dict[str, Any] | None = None,
     ) -> CallToolResult:
         """Call `tool` on the pooled session.
 
         A session found dead before sending is reopened first (always safe). A connection lost
         while the call was in flight is retried once on a fresh session only when `retry_safe`
-        (the server annotated the tool read-only or idempotent); otherwise ToolConnectionLost.
+        (the server annotated the tool read-only or idempotent, or honours the idempotency key in
+        `meta`); otherwise ToolConnectionLost. `meta` goes out as the request's `_meta`.
         """
         timeout = timeout_s or self.config.timeout_s
         qualified = f"{self.name}.{tool}"
         for attempt in (1, 2):
             session = await self.session()
             try:
-                return await session.call_tool(tool, arguments, read_timeout_seconds=timeout)
+                return await session.call_tool(tool, arguments, read_timeout_seconds=timeout, meta=meta)  # type: ignore[arg-type]
             except MCPError as exc:
                 if exc.code == REQUEST_TIMEOUT:
                     raise ToolTimeout(f"{qualified} did not answer within {timeout}s") from None

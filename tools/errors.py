@@ -14,6 +14,7 @@ __all__ = [
     "ToolServerUnavailable",
     "ToolConnectionLost",
     "ToolProtocolError",
+    "ToolCallUncertain",
 ]
 
 
@@ -69,3 +70,11 @@ class ToolProtocolError(ToolError):
     """The server answered with a JSON-RPC error instead of a result."""
 
     code = "tool_protocol_error"
+
+
+class ToolCallUncertain(ToolError):
+    """A side-effecting call was sent before an interruption and has no recorded result; the
+    tool is neither read-only nor idempotent and its server does not honour idempotency keys,
+    so sending it again could act twice. A person must check (the run ends `needs_review`)."""
+
+    code = "tool_call_uncertain"

@@ -7,6 +7,11 @@ an event on that span, so the trail shows what an agent tried and why it was sto
 The span is the GenAI `execute_tool` span with the MCP client attributes on it, as the MCP
 conventions ask of an outer tool-execution span (semantic-conventions-genai model/mcp/spans.yaml):
 kind CLIENT, `mcp.method.name=tools/call`, `network.transport` pipe (stdio) or tcp (HTTP).
+
+Every call carries an idempotency key in its `_meta` (tools/idempotency.py), recorded on the span
+as `flotilla.tool.idempotency_key`. With a journal (tools/journal.py), calls to tools not marked
+read-only are recorded before and after sending, so a step that runs again after a crash never
+repeats a side effect blindly: see the journal's docstring for what happens to each call.
 """
 
 from __future__ import annotations
@@ -27,9 +32,12 @@ from opentelemetry.trace import Span, SpanKind, StatusCode, Tracer
 
 from flotilla.tools.allowlist import Allowlist
 from flotilla.audit.errors import ConfigError
+from flotilla.audit.semconv import TOOL_IDEMPOTENCY_KEY, TOOL_REPLAYED, TOOL_RESENT
 from flotilla.tools.config import SERVER_NAME_PATTERN, HttpServerConfig, McpServerConfig
 from flotilla.tools.connection import ServerConnection
-from flotilla.tools.errors import ToolArgumentsInvalid, ToolBlocked, ToolError, ToolNotAllowed, UnknownTool
+from flotilla.tools.errors import ToolArgumentsInvalid, ToolBlocked, ToolCallUncertain, ToolError, ToolNotAllowed, UnknownTool
+from flotilla.tools.idempotency import HONOURS_KEYS_META, IDEMPOTENCY_META_KEY, CallScope, current_scope, idempotency_key
+from flotilla.tools.journal import ToolCallJournal
 from flotilla.tools.pins import PinState, PinStore
 
 __all__ = ["ToolHub", "ToolInfo", "ToolResult", "ToolView"]
@@ -42,6 +50,8 @@ class ToolInfo:
     server: str
     tool: Tool
     pin: PinState
+    server_honours_keys: bool = False
+    """flotilla.yaml says this server honours idempotency keys (`honours_idempotency_keys: true`)."""
 
     @property
     def name(self) -> str:
@@ -56,9 +66,20 @@ class ToolInfo:
         return self.tool.input_schema
 
     @property
-    def retry_safe(self) -> bool:
+    def read_only(self) -> bool:
         hints = self.tool.annotations
-        return bool(hints and (hints.read_only_hint or hints.idempotent_hint))
+        return bool(hints and hints.read_only_hint)
+
+    @property
+    def honours_keys(self) -> bool:
+        """A repeated idempotency key gets the first result (declared in the tool's `_meta`, or by the operator)."""
+        return self.server_honours_keys or bool((self.tool.meta or {}).get(HONOURS_KEYS_META))
+
+    @property
+    def retry_safe(self) -> bool:
+        """Sending this call again cannot act twice."""
+        hints = self.tool.annotations
+        return bool(hints and (hints.read_only_hint or hints.idempotent_hint)) or self.honours_keys
 
     @property
     def blocked(self) -> bool:
@@ -74,6 +95,9 @@ class ToolResult:
     """The text content blocks, joined; other blocks are summarised (`[image/png]`)."""
     structured: dict[str, Any] | None
     latency_ms: float
+    idempotency_key: str | None = None
+    replayed: bool = False
+    """The call had finished before an interruption: this is its recorded result, nothing was sent."""
 
     def observation(self, limit: int = 4000) -> str:
         """What a model sees: structured content when there is some, else the text."""
@@ -97,6 +121,7 @@ class ToolHub:
         pins: PinStore,
         tracer: Tracer | None = None,
         errlog: TextIO | None = None,
+        journal: ToolCallJournal | None = None,
     ) -> None:
         for name in servers:
             if not SERVER_NAME_PATTERN.match(name):
@@ -107,6 +132,8 @@ class ToolHub:
         self._listings: dict[str, _Listing] = {}
         self._list_locks: dict[str, asyncio.Lock] = {name: asyncio.Lock() for name in servers}
         self._validators: dict[tuple[str, int], Any] = {}
+        self.journal = journal
+        """Where side-effecting calls of runs are recorded before and after sending (None: not recorded)."""
 
     @property
     def server_names(self) -> list[str]:
@@ -131,7 +158,8 @@ class ToolHub:
                 return listing.tools
             tools = await conn.list_tools()
             states = self.pins.check(server, tools)
-            listing = _Listing(conn.generation, {t.name: ToolInfo(server, t, states[t.name]) for t in tools})
+            honours = conn.config.honours_idempotency_keys
+            listing = _Listing(conn.generation, {t.name: ToolInfo(server, t, states[t.name], honours) for t in tools})
             prefix = f"{server}."
             self._validators = {k: v for k, v in self._validators.items() if not k[0].startswith(prefix)}
             self._listings[server] = listing
@@ -166,11 +194,15 @@ class ToolHub:
         allow: Allowlist | None = None,
         timeout_s: float | None = None,
         call_id: str | None = None,
+        call_index: int | str = 0,
     ) -> ToolResult:
         """Call `server.tool`. Raises a ToolError subclass when refused or when the call fails;
         a tool that *ran* and reported failure comes back as `ToolResult(is_error=True)`.
-        `call_id` is the model's id for this call, when it gave one (`gen_ai.tool.call.id`)."""
+        `call_id` is the model's id for this call, when it gave one (`gen_ai.tool.call.id`).
+        `call_index` numbers the caller's calls within its step (part of the idempotency key)."""
         args = dict(arguments or {})
+        scope = current_scope()
+        key = idempotency_key(name, args, call_index, scope)
         attributes: dict[str, Any] = {
             "gen_ai.operation.name": "execute_tool",
             "gen_ai.tool.name": name,
@@ -179,15 +211,26 @@ class ToolHub:
         }
         if call_id:
             attributes["gen_ai.tool.call.id"] = call_id
+        attributes[TOOL_IDEMPOTENCY_KEY] = key
         with self._tracer.start_as_current_span(
             f"execute_tool {name}", kind=SpanKind.CLIENT, attributes=attributes, record_exception=False, set_status_on_exception=False
         ) as span:
             try:
                 info = await self._admit(name, args, allow, span)
                 started = time.perf_counter()
-                conn = self._connections[info.server]
-                raw = await conn.call_tool(info.tool.name, args, timeout_s=timeout_s, retry_safe=info.retry_safe)
-                result = _to_result(name, args, raw, (time.perf_counter() - started) * 1000)
+                journal = self.journal if scope is not None and not info.read_only else None
+                recorded = await self._before_send(journal, info, key, scope, span) if journal is not None else None
+                if recorded is not None:
+                    raw, replayed = recorded, True
+                else:
+                    conn = self._connections[info.server]
+                    meta = {IDEMPOTENCY_META_KEY: key}
+                    raw = await conn.call_tool(info.tool.name, args, timeout_s=timeout_s, retry_safe=info.retry_safe, meta=meta)
+                    replayed = False
+                    if journal is not None:
+                        dumped = raw.model_dump(by_alias=True, mode="json", exclude_none=True)
+                        await asyncio.to_thread(journal.finish, key, dumped, is_error=bool(raw.is_error))
+                result = _to_result(name, args, raw, (time.perf_counter() - started) * 1000, key=key, replayed=replayed)
             except ToolError as exc:
                 span.set_attribute("error.type", exc.code)
                 span.set_status(StatusCode.ERROR, exc.message)
@@ -200,6 +243,28 @@ class ToolHub:
                 span.set_attribute("error.type", "tool_error")  # the MCP conventions' value for isError results
                 span.set_status(StatusCode.ERROR, result.text[:200])
             return result
+
+    async def _before_send(
+        self, journal: ToolCallJournal, info: ToolInfo, key: str, scope: CallScope | None, span: Span
+    ) -> CallToolResult | None:
+        """Consult the journal before a side-effecting call: the recorded result when the call already
+        finished, None to send it (journaled as started first), ToolCallUncertain when unsafe."""
+        assert scope is not None
+        prior = await asyncio.to_thread(journal.get, key)
+        if prior is not None and prior.state == "finished" and prior.result is not None:
+            span.set_attribute(TOOL_REPLAYED, True)
+            return CallToolResult.model_validate(prior.result)
+        if prior is not None:  # started, never finished: it may have happened
+            if not info.retry_safe:
+                raise ToolCallUncertain(
+                    f"{info.name} (idempotency key {key}) was sent at {prior.started_at:%Y-%m-%d %H:%M:%S} UTC in step "
+                    f"{prior.step!r} and the run stopped before its result was recorded; it may or may not have taken "
+                    f"effect, and the tool is not read-only or idempotent and its server does not honour idempotency "
+                    f"keys, so it was not sent again. Check {info.server!r} by hand; if it never happened, start the run again"
+                )
+            span.set_attribute(TOOL_RESENT, True)
+        await asyncio.to_thread(journal.start, key, run_id=scope.run_id, step=scope.step, tool=info.name)
+        return None
 
     async def _admit(self, name: str, args: dict[str, Any], allow: Allowlist | None, span: Span) -> ToolInfo:
         def deny(error: ToolError) -> ToolError:
@@ -271,9 +336,15 @@ class ToolView:
         return [info for info in await self.tools() if not info.blocked]
 
     async def call(
-        self, name: str, arguments: Mapping[str, Any] | None, *, timeout_s: float | None = None, call_id: str | None = None
+        self,
+        name: str,
+        arguments: Mapping[str, Any] | None,
+        *,
+        timeout_s: float | None = None,
+        call_id: str | None = None,
+        call_index: int | str = 0,
     ) -> ToolResult:
-        return await self.hub.call(name, arguments, allow=self.allow, timeout_s=timeout_s, call_id=call_id)
+        return await self.hub.call(name, arguments, allow=self.allow, timeout_s=timeout_s, call_id=call_id, call_index=call_index)
 
 
 def _transport_attributes(config: McpServerConfig) -> dict[str, Any]:
@@ -288,7 +359,9 @@ def _transport_attributes(config: McpServerConfig) -> dict[str, Any]:
     return attrs
 
 
-def _to_result(name: str, args: dict[str, Any], raw: CallToolResult, latency_ms: float) -> ToolResult:
+def _to_result(
+    name: str, args: dict[str, Any], raw: CallToolResult, latency_ms: float, *, key: str | None = None, replayed: bool = False
+) -> ToolResult:
     parts: list[str] = []
     for block in raw.content:
         if isinstance(block, TextContent):
@@ -304,4 +377,6 @@ def _to_result(name: str, args: dict[str, Any], raw: CallToolResult, latency_ms:
         text="\n".join(parts),
         structured=raw.structured_content,
         latency_ms=latency_ms,
+        idempotency_key=key,
+        replayed=replayed,
     )

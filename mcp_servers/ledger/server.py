@@ -1,7 +1,9 @@
 """The `ledger` MCP server: read-only queries over vendors, purchase orders, invoices, payments.
 
-Every tool is annotated read-only and idempotent, so flotilla's pool may repeat a call after
-a dropped connection. Amounts are decimals as strings-free JSON numbers (2 dp).
+Every query tool is annotated read-only and idempotent, so flotilla's pool may repeat a call
+after a dropped connection. Amounts are decimals as strings-free JSON numbers (2 dp).
+`writable=True` (`--writable`) adds the write tools of writes.py (`record_decision`), which honour
+idempotency keys; without it the server stays read-only and its tool list unchanged.
 """
 
 from __future__ import annotations
@@ -30,11 +32,14 @@ def _rows(conn: sqlite3.Connection, sql: str, *params: Any) -> list[dict[str, An
     return [dict(row) for row in conn.execute(sql, params).fetchall()]
 
 
-def build_server(db_path: Path) -> MCPServer:
+def build_server(db_path: Path, *, writable: bool = False) -> MCPServer:
     conn = connect_read_only(db_path)
     server = MCPServer(
         name="ledger",
-        instructions="Read-only accounts-payable ledger: vendors, purchase orders, received invoices, payments.",
+        instructions=(
+            "Accounts-payable ledger: vendors, purchase orders, received invoices, payments"
+            + ("; records triage decisions (writes honour idempotency keys)." if writable else " (read-only).")
+        ),
         version="0.1.0",
         log_level="WARNING",
     )
@@ -105,4 +110,8 @@ def build_server(db_path: Path) -> MCPServer:
         total = round(sum(float(p["amount"]) for p in payments), 2)
         return {"payments": payments, "count": len(payments), "total_paid": total}
 
+    if writable:
+        from flotilla.mcp_servers.ledger.writes import add_write_tools
+
+        add_write_tools(server, db_path)
     return server
