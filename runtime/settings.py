@@ -11,13 +11,16 @@ from pathlib import Path
 from typing import Any, Literal
 
 import platformdirs
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
+from pydantic_core import PydanticCustomError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, YamlConfigSettingsSource
 
 from flotilla.agents.models.policy import ModelPrice, PriceTable
 from flotilla.agents.models.registry import ModelEndpoint
 from flotilla.audit.errors import ConfigError
 from flotilla.mcp_servers.bundled import bundled_servers
+from flotilla.runtime.api_auth import ApiToken
+from flotilla.runtime.settings_temporal import TemporalSettings
 from flotilla.tools.config import McpServerConfig
 
 __all__ = ["Settings", "load_settings", "DEFAULT_ALIASES"]
@@ -71,6 +74,20 @@ class Settings(BaseSettings):
     """FLOTILLA_METRICS: live per-specialist metrics (Prometheus `/metrics` on `flotilla serve`, OTLP when configured)."""
     metrics_token: SecretStr | None = None
     """FLOTILLA_METRICS_TOKEN: bearer token a scraper sends to `/metrics` (the audit token is accepted too)."""
+    api_tokens: dict[str, ApiToken] = Field(default_factory=dict)
+    """Named bearer tokens of the HTTP run API (`/v1/runs`), by the env variable holding each secret:
+    `alice: {token_env: ALICE_TOKEN, scopes: [read, approve]}`; the name is the approver's name."""
+    api_token: SecretStr | None = None
+    """FLOTILLA_API_TOKEN: one token with every run-API scope (submit, read, approve), for a single user."""
+    max_concurrent_runs: int = Field(default=32, gt=0)
+    """Runs the local backend executes at once (`flotilla serve`); later submissions wait as `pending`."""
+    backend: Literal["local", "postgres", "temporal"] = "local"
+    """Where runs execute: `local` (in-process runner, SQLite checkpoints, crash recovery), `postgres`
+    (the same runner with LangGraph's Postgres checkpointer at `checkpoint_url`), `temporal`."""
+    checkpoint_url: str | None = Field(default=None, validate_default=True)
+    """LangGraph checkpointer: a SQLite path (default <data_dir>/checkpoints.sqlite) or postgresql://…"""
+    temporal: TemporalSettings = Field(default_factory=TemporalSettings)
+    """The temporal backend: `temporal: {address, namespace, task_queue}` (runtime/settings_temporal.py)."""
     config_file: Path | None = None
 
     @property
@@ -84,6 +101,13 @@ class Settings(BaseSettings):
     @property
     def run_store_url(self) -> str:
         return f"sqlite:///{self.data_dir / 'runs.sqlite'}"
+
+    @field_validator("checkpoint_url", mode="after")
+    @classmethod
+    def _postgres_backend_needs_postgres(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if info.data.get("backend") == "postgres" and not (value or "").startswith(("postgresql://", "postgres://", "postgresql+psycopg://")):
+            raise PydanticCustomError("postgres_backend", "the postgres backend keeps checkpoints in PostgreSQL: set checkpoint_url: postgresql://USER@HOST:PORT/DB")
+        return value
 
     @field_validator("mcp_servers", mode="after")
     @classmethod

@@ -15,11 +15,14 @@ from flotilla.audit.setup import audit_exporters, open_audit_store
 from flotilla.audit.store import AuditStore
 from flotilla.audit.metrics import FlotillaMetrics
 from flotilla.audit.telemetry import JsonLinesSpanExporter, Telemetry
+from flotilla.graphs.backends.base import RunBackend
+from flotilla.graphs.backends.local import LocalBackend, named_workflows
 from flotilla.graphs.runner import WorkflowRunner
 from flotilla.guardrails import Guardrails
 from flotilla.guardrails.redaction_worker import RedactionWorker
 from flotilla.runtime.settings import Settings
 from flotilla.tools import open_hub
+from flotilla.tools.journal import ToolCallJournal
 
 __all__ = ["Runtime", "build_runtime", "build_registry", "embedded_client", "configured_secrets"]
 
@@ -70,27 +73,34 @@ class Runtime:
     runner: WorkflowRunner
     audit_store: AuditStore | None = None
     redaction: RedactionWorker | None = None
+    backend: RunBackend | None = None
+    """Where the HTTP run API sends runs (graphs/backends)."""
 
     @property
     def trace_file(self):
         return self.settings.data_dir / "traces.jsonl"
 
     def close(self) -> None:
+        self.runs.redaction.drain()  # finished runs' records redacted before the redaction worker stops
         self.telemetry.shutdown()  # drains the exporters first: they still need the redaction worker
         if self.redaction is not None:
             self.redaction.close()
         self.runs.engine.dispose()
+        journal = getattr(self.runner.tools, "journal", None)
+        if journal is not None:  # its connection would keep the run store's WAL (old raw pages) on disk
+            journal.engine.dispose()
         if self.audit_store is not None:
             self.audit_store.engine.dispose()
 
 
 def configured_secrets(settings: Settings) -> list[str]:
     """Values of every secret the configuration names, so no exporter can ever record one."""
-    names = {"FLOTILLA_MCP_TOKEN", "FLOTILLA_AUDIT_TOKEN", "FLOTILLA_AUDIT_HMAC_KEY", "FLOTILLA_METRICS_TOKEN"}
+    names = {"FLOTILLA_MCP_TOKEN", "FLOTILLA_AUDIT_TOKEN", "FLOTILLA_AUDIT_HMAC_KEY", "FLOTILLA_METRICS_TOKEN", "FLOTILLA_API_TOKEN"}
+    names |= {t.token_env for t in settings.api_tokens.values()}
     names |= {e.api_key_env for e in settings.models.values() if e.api_key_env}
     names |= {getattr(s, "bearer_token_env", None) for s in settings.mcp_servers.values()} - {None}
     values = [os.environ.get(name, "") for name in names]
-    values += [secret.get_secret_value() for secret in (settings.audit_token, settings.audit_hmac_key, settings.metrics_token) if secret]
+    values += [secret.get_secret_value() for secret in (settings.audit_token, settings.audit_hmac_key, settings.metrics_token, settings.api_token) if secret]
     return [v for v in values if v]
 
 
@@ -106,16 +116,28 @@ def build_runtime(settings: Settings) -> Runtime:
     telemetry = Telemetry(audit_exporters(audit_store, sanitizer, spool=settings.data_dir / "audit-spool.jsonl", also=[trace_file]), metrics=metrics)
     registry = build_registry(settings)
     rails = Guardrails(model_resolver=lambda alias: registry.resolve(alias).client)
-    tools = open_hub(settings.mcp_servers, config_file=settings.config_file, tracer=telemetry.tracer)
+    # Side-effecting tool calls of runs are journaled beside the runs, so a resumed step never repeats one blindly.
+    journal = ToolCallJournal(settings.run_store_url)
+    tools = open_hub(settings.mcp_servers, config_file=settings.config_file, tracer=telemetry.tracer, journal=journal)
     runs = RunStore(settings.run_store_url, audit=audit_store, sanitizer=sanitizer)
     runner = WorkflowRunner(
         registry=registry,
         telemetry=telemetry,
         runs=runs,
         checkpoint_path=settings.data_dir / "checkpoints.sqlite",
+        checkpoint_url=settings.checkpoint_url,  # postgresql://… for the postgres backend (graphs/checkpointers.py)
         max_input_bytes=settings.max_input_bytes,
         cache_dir=settings.cache_dir,
         tools=tools,
         rails=rails,
     )
-    return Runtime(settings, registry, telemetry, runs, runner, audit_store, redaction)
+    # `local` and `postgres` both run in this process: only the runner's checkpointer differs.
+    backend = LocalBackend(runner, named_workflows(settings.workflows), max_concurrent=settings.max_concurrent_runs)
+    if settings.backend == "temporal":  # `flotilla worker`s run them; this process submits and follows
+        from flotilla.audit.errors import MissingExtra
+
+        MissingExtra.require("the temporal backend", "temporal", "temporalio", "temporalio.langgraph")
+        from flotilla.graphs.backends.temporal import TemporalBackend
+
+        backend = TemporalBackend(settings.temporal, runs, workflows=settings.workflows)
+    return Runtime(settings, registry, telemetry, runs, runner, audit_store, redaction, backend)

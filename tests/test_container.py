@@ -46,7 +46,7 @@ def test_the_dockerfile_has_a_default_runtime_target_without_torch() -> None:
     assert list(all_stages)[-1] == "runtime"  # the last stage is what `docker build .` builds
     runtime = lineage(all_stages, "runtime")
     installs = runs(runtime)
-    assert "[postgres,anthropic]" in installs
+    assert "[postgres,anthropic,temporal]" in installs  # `flotilla worker` (the temporal backend) runs on it too
     assert "torch" not in installs and "[all]" not in installs and "[embedded]" not in installs
     assert [c.value[0] for c in runtime if c.cmd == "USER"][-1] not in ("root", "0")
 

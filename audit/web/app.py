@@ -20,16 +20,18 @@ from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 
 from flotilla.audit.chain import VerifyReport
-from flotilla.audit.errors import ConfigError
+from flotilla.audit.errors import ConfigError, FlotillaError
 from flotilla.audit.export import RunNotFound, export_html, export_json, run_bundle
 from flotilla.audit.query import VERDICTS, RunFilter, distinct_values, list_runs
 from flotilla.audit.store import AuditStore
 from flotilla.audit.templating import STATIC, environment
 from flotilla.audit.tree import build_view
+from flotilla.audit.web.approvals import APPROVER_COOKIE, Approvals
 
 __all__ = ["create_audit_app", "COOKIE"]
 
 COOKIE = "flotilla_audit"
+_DECISION_STATUS = {"run_not_found": 404, "run_not_waiting": 409, "approval_forbidden": 403, "backend_unavailable": 503}
 
 
 class _ChainStatus:
@@ -89,7 +91,9 @@ def _int(value: str | None, default: int, low: int, high: int) -> int:
         raise HTTPException(400, f"{value!r} is not a number") from None
 
 
-def create_audit_app(store: AuditStore, token: str, *, chain_ttl_s: float = 30.0, full_verify_every_s: float = 300.0) -> FastAPI:
+def create_audit_app(
+    store: AuditStore, token: str, *, chain_ttl_s: float = 30.0, full_verify_every_s: float = 300.0, approvals: Approvals | None = None
+) -> FastAPI:
     """The /audit sub-app. Chain status is re-checked after `chain_ttl_s`; new records are checked
     incrementally, and the whole chain again every `full_verify_every_s`."""
     if not token:
@@ -106,6 +110,15 @@ def create_audit_app(store: AuditStore, token: str, *, chain_ttl_s: float = 30.0
             return True
         cookie = request.cookies.get(COOKIE, "")
         return bool(cookie) and hmac.compare_digest(cookie.encode(), session.encode())
+
+    def approver(request: Request) -> str | None:
+        """The approver signed in (their approve-scope token or its cookie); never the compliance role."""
+        if approvals is None:
+            return None
+        auth = request.headers.get("authorization", "")
+        if auth.lower().startswith("bearer "):
+            return approvals.by_token(auth[7:].strip())
+        return approvals.by_session(request.cookies.get(APPROVER_COOKIE, ""))
 
     def require_page(request: Request) -> Response | None:
         if authorized(request):
@@ -204,7 +217,8 @@ def create_audit_app(store: AuditStore, token: str, *, chain_ttl_s: float = 30.0
 
     @app.get("/runs/{run_id}", response_class=HTMLResponse, name="run_page")
     def run_page(request: Request, run_id: str) -> Response:
-        if (redirect := require_page(request)) is not None:
+        who = approver(request)  # an approver sees the run they decide on, and only run pages
+        if who is None and (redirect := require_page(request)) is not None:
             return redirect
         records = store.run_records(run_id)
         summary = store.run_summary(run_id)
@@ -213,8 +227,23 @@ def create_audit_app(store: AuditStore, token: str, *, chain_ttl_s: float = 30.0
         return templates.TemplateResponse(
             request,
             "run.html",
-            {"run": summary or {"run_id": run_id}, "view": build_view(run_id, records), "chain": chain.get().to_dict()},
+            {"run": summary or {"run_id": run_id}, "view": build_view(run_id, records), "chain": chain.get().to_dict(),
+             "decision": {"approver": who, "request": request_} if who and (request_ := approvals.pending(run_id)) else None},  # type: ignore[union-attr]
         )
+
+    @app.post("/runs/{run_id}/decision", name="run_decision")
+    async def run_decision(request: Request, run_id: str, action: Annotated[str, Form()], reason: Annotated[str, Form()] = "") -> Response:
+        """The Approve / Reject buttons: the backend decides under the approver's name."""
+        who = approver(request)
+        if who is None:
+            raise HTTPException(403, "only an approver decides: sign in with a run-API token that has the approve scope (the audit token is read-only)")
+        if action not in ("approve", "reject"):
+            raise HTTPException(400, "action must be approve or reject")
+        try:
+            await approvals.decide(run_id, action, who, reason)  # type: ignore[union-attr]
+        except FlotillaError as exc:
+            raise HTTPException(_DECISION_STATUS.get(exc.code, 400), exc.message) from None
+        return RedirectResponse(str(request.url_for("run_page", run_id=run_id)), status_code=303)
 
     @app.get("/runs/{run_id}/export", name="run_export")
     def run_export(request: Request, run_id: str, format: str = "html") -> Response:
@@ -255,14 +284,22 @@ def create_audit_app(store: AuditStore, token: str, *, chain_ttl_s: float = 30.0
 
     @app.post("/login", name="login_submit")
     def login_submit(request: Request, token_: Annotated[str, Form(alias="token")] = "", next: Annotated[str, Form()] = "") -> Response:
+        # Only same-site paths: never redirect somewhere the form was told to.
+        same_site = next if next.startswith("/") and not next.startswith("//") else None
+        cookie = {"httponly": True, "samesite": "strict", "secure": request.url.scheme == "https", "path": request.scope.get("root_path") or "/"}
+        name = approvals.by_token(token_) if approvals is not None else None
+        if name is not None and not hmac.compare_digest(token_.encode(), token.encode()):
+            if same_site is None:  # an approver opens the run pages they are sent, not the trail
+                info = f"Signed in as approver {name}: open the link of the run you were asked to decide."
+                response = templates.TemplateResponse(request, "login.html", {"next": "", "error": None, "info": info})
+            else:
+                response = RedirectResponse(same_site, status_code=303)
+            response.set_cookie(APPROVER_COOKIE, approvals.session(token_), **cookie)  # type: ignore[union-attr]
+            return response
         if not hmac.compare_digest(token_.encode(), token.encode()):
             return templates.TemplateResponse(request, "login.html", {"next": next, "error": "That token is not the audit token."}, status_code=401)
-        home = str(request.url_for("run_list"))
-        # Only same-site paths: never redirect somewhere the form was told to.
-        target = next if next.startswith("/") and not next.startswith("//") else home
-        response = RedirectResponse(target, status_code=303)
-        response.set_cookie(COOKIE, session, httponly=True, samesite="strict", secure=request.url.scheme == "https",
-                            path=request.scope.get("root_path") or "/")
+        response = RedirectResponse(same_site or str(request.url_for("run_list")), status_code=303)
+        response.set_cookie(COOKIE, session, **cookie)
         return response
 
     return app
