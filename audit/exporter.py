@@ -18,6 +18,7 @@ from datetime import datetime
 from pathlib import Path
 
 from opentelemetry.context import Context
+from sqlalchemy import Connection, select
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from opentelemetry.trace import get_current_span
@@ -25,6 +26,7 @@ from opentelemetry.trace import get_current_span
 from flotilla.audit import semconv as sc
 from flotilla.audit.sanitize import Sanitizer
 from flotilla.audit.spans import prime_content, run_id_of, sanitized_span, span_payload
+from flotilla.audit.schema import records as records_table
 from flotilla.audit.store import AuditStore, NewRecord, utc_iso
 from flotilla.audit.summaries import rail_decisions
 
@@ -86,6 +88,24 @@ class AuditSpanExporter(SpanExporter):
                 self.spool.unlink(missing_ok=True)  # type: ignore[union-attr]
             return SpanExportResult.SUCCESS
 
+    def replay(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        """Spans recovered from a dead process's write-ahead log (audit/span_wal.py): appended unless
+        the store has them already (the process may have died between export and acknowledgement)."""
+        with self._lock:
+            new = self.records(spans)
+            runs = {rec.run_id for rec in new}
+
+            def missing(conn: Connection) -> list[NewRecord]:
+                stored = _stored_span_ids(conn, runs, {rec.payload["span_id"] for rec in new})
+                return [rec for rec in new if rec.payload["span_id"] not in stored]
+
+            try:
+                self.store.append_missing(missing)
+            except Exception as exc:
+                log.error("audit store unavailable, %d recovered spans kept in the write-ahead log: %s", len(spans), exc)
+                return SpanExportResult.FAILURE
+            return SpanExportResult.SUCCESS
+
     def _read_spool(self) -> list[NewRecord]:
         if self.spool is None or not self.spool.is_file():
             return []
@@ -138,6 +158,22 @@ class AuditSpanExporter(SpanExporter):
         return True
 
 
+def _stored_span_ids(conn: Connection, runs: set[str | None], wanted: set[str]) -> set[str]:
+    """Which of `wanted` span ids the store already holds as `span` records of these runs."""
+    kind_span = records_table.c.kind == "span"
+    found: set[str] = set()
+    run_ids = [r for r in runs if r is not None]
+    if run_ids:
+        rows = conn.execute(select(records_table.c.payload).where(kind_span, records_table.c.run_id.in_(run_ids)))
+        found |= {json.loads(payload).get("span_id") for (payload,) in rows}
+    if None in runs:  # spans outside any run: look them up one by one
+        for span_id in wanted - found:
+            like = records_table.c.payload.like(f'%"span_id":"{span_id}"%')
+            if conn.execute(select(records_table.c.seq).where(kind_span, records_table.c.run_id.is_(None), like).limit(1)).first():
+                found.add(span_id)
+    return found & wanted
+
+
 def prune_spool(spool: Path, before: datetime) -> int:
     """Drop spooled records written before `before` (as `audit prune` drops them from the store); returns how many."""
     if not spool.is_file():
@@ -174,6 +210,14 @@ class SanitizingExporter(SpanExporter):
         return self.inners[0]
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        return self._export(spans, replay=False)
+
+    def replay(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        """Spans recovered from a dead process's write-ahead log: exporters that can tell what
+        they have already (the audit store) skip those; the others get them (again, at worst)."""
+        return self._export(spans, replay=True)
+
+    def _export(self, spans: Sequence[ReadableSpan], *, replay: bool) -> SpanExportResult:
         try:
             prime_content(spans, self.sanitizer)
             clean = [sanitized_span(s, self.sanitizer) for s in spans]
@@ -182,8 +226,9 @@ class SanitizingExporter(SpanExporter):
             return SpanExportResult.FAILURE
         result = SpanExportResult.SUCCESS
         for exporter in self.inners:
+            send = exporter.replay if replay and hasattr(exporter, "replay") else exporter.export
             try:
-                if exporter.export(clean) is not SpanExportResult.SUCCESS:
+                if send(clean) is not SpanExportResult.SUCCESS:
                     result = SpanExportResult.FAILURE
             except Exception:  # one exporter failing must not starve the others
                 log.exception("%s failed to export %d spans", type(exporter).__name__, len(clean))

@@ -14,21 +14,27 @@ get it from `Telemetry.tracer`. Exporters are batched so export stays off the ho
 
 from __future__ import annotations
 
+import logging
 import os
+import threading
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 from opentelemetry.trace import Tracer
 
+from flotilla.audit.span_wal import AcknowledgingExporter, SpanWriteAheadLog, WriteAheadSpanProcessor, recover
 from flotilla.audit.trace_file import JsonLinesSpanExporter  # the local trace file; re-exported
 
 if TYPE_CHECKING:
     from flotilla.audit.metrics import FlotillaMetrics
 
 __all__ = ["Telemetry", "JsonLinesSpanExporter", "otlp_exporter_from_env"]
+
+log = logging.getLogger(__name__)
 
 SERVICE_NAME = "flotilla"
 MAX_QUEUE = 65_536
@@ -47,8 +53,16 @@ class Telemetry:
     """Owns a TracerProvider and its exporters (and `metrics`, fed from the spans, when given)."""
 
     def __init__(
-        self, exporters: Sequence[SpanExporter] = (), *, service_name: str = SERVICE_NAME, metrics: FlotillaMetrics | None = None
+        self,
+        exporters: Sequence[SpanExporter] = (),
+        *,
+        service_name: str = SERVICE_NAME,
+        metrics: FlotillaMetrics | None = None,
+        write_ahead: Path | None = None,
     ) -> None:
+        """`write_ahead` (e.g. `<data_dir>/span-wal`): each finished span is logged there until it is
+        exported, so a killed process loses none; logs that dead processes left are exported
+        (once each into the audit store) in the background, starting now."""
         self.provider = TracerProvider(resource=Resource.create({"service.name": service_name}))
         # First, so every span names its run before any exporter sees it.
         from flotilla.audit.exporter import RunContextProcessor
@@ -60,11 +74,21 @@ class Telemetry:
 
             self.provider.add_span_processor(MetricsSpanProcessor(metrics))
         self._batches: list[BatchSpanProcessor] = []
-        for exporter in exporters:
+        self._recoveries: list[threading.Thread] = []
+        for index, exporter in enumerate(exporters):
             # A deep queue: the SDK drops spans when it is full, and a dropped span is a hole in the audit trail.
-            batch = BatchSpanProcessor(exporter, max_queue_size=MAX_QUEUE)
+            if write_ahead is None:
+                batch = BatchSpanProcessor(exporter, max_queue_size=MAX_QUEUE)
+                self.provider.add_span_processor(batch)
+            else:
+                logs = write_ahead / str(index)
+                wal = SpanWriteAheadLog(logs)
+                batch = BatchSpanProcessor(AcknowledgingExporter(exporter, wal), max_queue_size=MAX_QUEUE)
+                self.provider.add_span_processor(WriteAheadSpanProcessor(batch, wal))
+                recovery = threading.Thread(target=_recover, args=(logs, exporter), name="flotilla-span-wal-recovery", daemon=True)
+                recovery.start()
+                self._recoveries.append(recovery)
             self._batches.append(batch)
-            self.provider.add_span_processor(batch)
 
     @property
     def tracer(self) -> Tracer:
@@ -77,6 +101,8 @@ class Telemetry:
         the ones after it, so a slow exporter (redaction behind) would leave the audit store's
         queue unexported. Each processor's own flush blocks until its queue is empty.
         """
+        for recovery in self._recoveries:
+            recovery.join()
         for batch in self._batches:
             batch.force_flush()
 
@@ -87,3 +113,15 @@ class Telemetry:
         self.provider.shutdown()
         if self.metrics is not None:
             self.metrics.shutdown()  # a last collection goes out over OTLP
+
+
+def _recover(logs: Path, exporter: SpanExporter) -> None:
+    """Export what dead processes left in their write-ahead logs (`replay` where the exporter has it)."""
+    send = getattr(exporter, "replay", exporter.export)
+    try:
+        count = recover(logs, lambda spans: send(spans) is SpanExportResult.SUCCESS)
+    except Exception:  # never take the runtime down over a leftover log; it stays for the next process
+        log.exception("could not recover the span write-ahead logs under %s", logs)
+        return
+    if count:
+        log.warning("exported %d spans a killed process had finished but not exported (write-ahead log %s)", count, logs)

@@ -82,6 +82,8 @@ class Runtime:
 
     def close(self) -> None:
         self.runs.redaction.drain()  # finished runs' records redacted before the redaction worker stops
+        if self.runs.audit_writer is not None:  # runs' `run` records still being appended in the background
+            self.runs.audit_writer.drain()
         self.telemetry.shutdown()  # drains the exporters first: they still need the redaction worker
         if self.redaction is not None:
             self.redaction.close()
@@ -113,7 +115,9 @@ def build_runtime(settings: Settings) -> Runtime:
     trace_file = JsonLinesSpanExporter(settings.data_dir / "traces.jsonl", max_bytes=settings.trace_max_bytes, backups=settings.trace_backups)
     # One sanitizing pass per span, shared by the trace file, the audit store and OTLP.
     metrics = FlotillaMetrics() if settings.metrics else None  # live per-specialist metrics, fed from the spans
-    telemetry = Telemetry(audit_exporters(audit_store, sanitizer, spool=settings.data_dir / "audit-spool.jsonl", also=[trace_file]), metrics=metrics)
+    # Finished spans wait in a write-ahead log until exported: a killed process loses none (audit/span_wal.py).
+    exporters = audit_exporters(audit_store, sanitizer, spool=settings.data_dir / "audit-spool.jsonl", also=[trace_file])
+    telemetry = Telemetry(exporters, metrics=metrics, write_ahead=settings.data_dir / "span-wal")
     registry = build_registry(settings)
     rails = Guardrails(model_resolver=lambda alias: registry.resolve(alias).client)
     # Side-effecting tool calls of runs are journaled beside the runs, so a resumed step never repeats one blindly.
@@ -139,5 +143,5 @@ def build_runtime(settings: Settings) -> Runtime:
         MissingExtra.require("the temporal backend", "temporal", "temporalio", "temporalio.langgraph")
         from flotilla.graphs.backends.temporal import TemporalBackend
 
-        backend = TemporalBackend(settings.temporal, runs, workflows=settings.workflows)
+        backend = TemporalBackend(settings.temporal, runs, workflows=settings.workflows, resolve=backend.workflows)  # names only, as local
     return Runtime(settings, registry, telemetry, runs, runner, audit_store, redaction, backend)
