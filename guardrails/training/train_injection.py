@@ -36,7 +36,7 @@ from flotilla.guardrails.training.corpus import (
 from flotilla.guardrails.suffix_features import suffix_features
 from flotilla.guardrails.training.embed_cache import embed_cached
 
-__all__ = ["train", "main", "split", "DEFAULT_OUTPUT", "embed_cached", "recall_at_fpr"]
+__all__ = ["train", "main", "split", "validation_sweep", "DEFAULT_OUTPUT", "embed_cached", "recall_at_fpr"]
 
 DEFAULT_OUTPUT = Path(__file__).resolve().parents[1] / "models" / "injection_classifier.npz"
 _EMBEDDING_DIM = 384
@@ -79,34 +79,64 @@ def split(attacks: list[Sample], benign: list[Sample]) -> tuple[list[Sample], li
     return train_set, [s for s in attacks if s.family in HELD_OUT_FAMILIES], [s for s in benign if s.family in HELD_OUT_SOURCES]
 
 
-def train(*, output: Path = DEFAULT_OUTPUT, c: float = 1.0, target_fpr: float = 0.03, suffix_scale: float = 0.5) -> dict:
+def _features(embedder: LocalEmbedder, samples: list[Sample], suffix_scale: float) -> np.ndarray:
+    """The embedding plus the scaled suffix statistics (the classifier computes the same at check time)."""
+    vectors = embed_cached(embedder, [s.text for s in samples])
+    return np.hstack([vectors, suffix_scale * np.vstack([suffix_features(s.text) for s in samples])]) if suffix_scale else vectors
+
+
+def _fit(x: np.ndarray, y: np.ndarray, w: np.ndarray, rows: np.ndarray, c: float):
     from sklearn.linear_model import LogisticRegression
+
+    return LogisticRegression(C=c, max_iter=5000).fit(x[rows], y[rows], sample_weight=w[rows])
+
+
+def _out_of_fold(x: np.ndarray, y: np.ndarray, w: np.ndarray, groups: list[str], c: float) -> np.ndarray:
+    """Validation: every training example scored by a model that never saw its family or source."""
     from sklearn.model_selection import GroupKFold
 
+    oof = np.zeros(len(y))
+    for fit_rows, val_rows in GroupKFold(n_splits=5).split(x, y, groups):
+        oof[val_rows] = _fit(x, y, w, fit_rows, c).predict_proba(x[val_rows])[:, 1]
+    return oof
+
+
+def validation_sweep(cs: list[float], suffix_scales: list[float], target_fpr: float = 0.03) -> list[dict]:
+    """Model choice on validation only: out-of-fold recall at the target FPR, over all training attack
+    families and over the training jailbreak-template families. Never scores a held-out text."""
+    train_set, _, _ = split(injection_attacks(), benign_corpus())
+    embedder = LocalEmbedder()
+    y = np.array([int(s.attack) for s in train_set])
+    w, groups = _weights(train_set), [s.family for s in train_set]
+    templates = np.array([s.family in JAILBREAK_TEMPLATE_FAMILIES for s in train_set])
+    rows = []
+    for scale in suffix_scales:
+        x = _features(embedder, train_set, scale)
+        for c in cs:
+            oof = _out_of_fold(x, y, w, groups, c)
+            threshold = float(np.quantile(oof[y == 0], 1.0 - target_fpr, method="higher"))
+            rows.append({"C": c, "suffix_scale": scale, "threshold": round(threshold, 4),
+                         "validation_recall": round(float(np.mean(oof[y == 1] >= threshold)), 4),
+                         "validation_template_recall": round(float(np.mean(oof[templates] >= threshold)), 4)})
+    return rows
+
+
+def train(*, output: Path = DEFAULT_OUTPUT, c: float = 1.0, target_fpr: float = 0.03, suffix_scale: float = 0.5) -> dict:
     train_set, held_attacks, held_benign = split(injection_attacks(), benign_corpus())
 
     embedder = LocalEmbedder()
 
     def features(samples: list[Sample]) -> np.ndarray:
-        """The embedding plus the scaled suffix statistics (the classifier computes the same at check time)."""
-        vectors = embed_cached(embedder, [s.text for s in samples])
-        return np.hstack([vectors, suffix_scale * np.vstack([suffix_features(s.text) for s in samples])]) if suffix_scale else vectors
+        return _features(embedder, samples, suffix_scale)
 
     x = features(train_set)
     y = np.array([int(s.attack) for s in train_set])
     w = _weights(train_set)
     groups = [s.family for s in train_set]
 
-    def fit(rows: np.ndarray) -> LogisticRegression:
-        return LogisticRegression(C=c, max_iter=5000).fit(x[rows], y[rows], sample_weight=w[rows])
-
-    # Validation: every example scored by a model that never saw its family or source.
-    oof = np.zeros(len(train_set))
-    for fit_rows, val_rows in GroupKFold(n_splits=5).split(x, y, groups):
-        model = fit(fit_rows)
-        oof[val_rows] = model.predict_proba(x[val_rows])[:, 1]
+    oof = _out_of_fold(x, y, w, groups, c)
     threshold = float(np.quantile(oof[y == 0], 1.0 - target_fpr, method="higher"))
-    model = fit(np.arange(len(train_set)))
+    model = _fit(x, y, w, np.arange(len(train_set)), c)
 
     def scores(samples: list[Sample]) -> np.ndarray:
         z = features(samples) @ model.coef_[0] + model.intercept_[0]
@@ -164,7 +194,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--suffix-scale", type=float, default=0.5,
                         help="weight of the adversarial-suffix statistics next to the embedding (0 = embedding only); "
                              "0.5 had the best validation recall of 0 / 0.5 / 1 / 2")
+    parser.add_argument("--sweep", action="store_true",
+                        help="print validation (out-of-fold) recall for C in 0.5/1/2/4 x suffix scale 0.5/1 and exit: "
+                             "model choice without scoring any held-out text; writes nothing")
     args = parser.parse_args(argv)
+    if args.sweep:
+        for row in validation_sweep([0.5, 1.0, 2.0, 4.0], [0.5, 1.0], args.target_fpr):
+            print(json.dumps(row))
+        return
     print(json.dumps(train(output=args.output, c=args.c, target_fpr=args.target_fpr, suffix_scale=args.suffix_scale), indent=2))
 
 

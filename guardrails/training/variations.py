@@ -8,6 +8,7 @@ that the *words* are not the attack, the redirection of the model is.
 
 from __future__ import annotations
 
+import base64
 from itertools import cycle, islice
 
 __all__ = ["benign_trigger_variations", "fill_templates"]
@@ -78,12 +79,29 @@ def benign_trigger_variations(per_template: int = 12) -> list[str]:
     return list(dict.fromkeys(texts))  # drop accidental duplicates, keep order
 
 
+_LEET = str.maketrans({"a": "4", "e": "3", "i": "1", "o": "0", "s": "5", "t": "7"})
+# Token smuggling: the goal written so that no word of it appears as such ({goal_b64} etc. in a template).
+_GOAL_FORMS = {
+    "{goal_b64}": lambda g: base64.b64encode(g.encode()).decode(),
+    "{goal_leet}": lambda g: g.translate(_LEET),
+    "{goal_hyphen}": lambda g: "-".join(g),
+    "{goal_spaced}": lambda g: " ".join(g.replace(" ", "/")),
+    "{goal_reversed}": lambda g: g[::-1],
+}
+
+
+def _smuggle(template: str, goal: str) -> str:
+    for slot, form in _GOAL_FORMS.items():
+        template = template.replace(slot, form(goal))
+    return template.replace("{goal}", goal)
+
+
 def fill_templates(templates: list[str], goals: list[str], per_template: int = 6) -> list[str]:
     """Each template with `per_template` goals, starting at a different goal for each template."""
     out = []
     for j, template in enumerate(templates):
         start = (j * 5) % len(goals)
-        for goal in islice(cycle(goals[start:] + goals[:start]), per_template if "{goal}" in template else 1):
-            text = template.replace("{goal}", goal)
+        for goal in islice(cycle(goals[start:] + goals[:start]), per_template if "{goal" in template else 1):
+            text = _smuggle(template, goal)
             out.append(text[0].upper() + text[1:])
     return list(dict.fromkeys(out))

@@ -54,7 +54,7 @@ def rails(engine_factory) -> Guardrails:
 @pytest.mark.parametrize("text", ISSUE_FALSE_POSITIVES + WIDER_HARD_NEGATIVES)
 async def test_everyday_requests_pass_the_default_input_rails(rails: Guardrails, text: str) -> None:
     report = await rails.report(RailPoint.INPUT, text)
-    assert report.allowed, [v.to_dict() for v in report.verdicts if not v.allowed]
+    assert report.allowed, [(v.engine, v.rule, v.score, v.detail) for v in report.verdicts if not v.allowed]
 
 
 @pytest.mark.parametrize("text", CLASSIC_JAILBREAKS)
@@ -115,7 +115,7 @@ async def test_sql_injection_education_question_passes_the_default_input_rails(
     trained = {t for name in training_files for t in data_lines(name)}
     assert SQL_INJECTION_EDUCATION not in trained
     report = await rails.report(RailPoint.INPUT, SQL_INJECTION_EDUCATION)
-    assert report.allowed, [v.to_dict() for v in report.verdicts if not v.allowed]
+    assert report.allowed, [(v.engine, v.rule, v.score, v.detail) for v in report.verdicts if not v.allowed]
     assert float(injection_classifier.scores([SQL_INJECTION_EDUCATION])[0]) < injection_classifier.threshold
 
 
