@@ -40,6 +40,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE.parent), str(HERE)]
 
+from _support import INVOICE_ANSWER, REPO, pct  # noqa: E402
 from flotilla.agents.models.registry import ModelEndpoint, ModelRegistry  # noqa: E402
 from flotilla.agents.models.testing import FunctionModel  # noqa: E402
 from flotilla.audit.runs import RunStore  # noqa: E402
@@ -47,24 +48,6 @@ from flotilla.audit.store import AuditStore  # noqa: E402
 from flotilla.audit.telemetry import Telemetry  # noqa: E402
 from flotilla.graphs import WorkflowRunner, load_workflow  # noqa: E402
 from flotilla.graphs.backends.base import Decision  # noqa: E402
-
-REPO = HERE.parent
-INVOICE = {
-    "vendor": "Northwind Office Supplies Ltd.", "invoice_number": "INV-2026-0412", "invoice_date": "2026-11-02",
-    "due_date": "2026-12-02", "purchase_order": "PO-7781", "currency": "GBP",
-    "line_items": [
-        {"description": "A4 copier paper", "quantity": 40, "unit_price": 24.5, "amount": 980.0},
-        {"description": "Toner cartridge", "quantity": 12, "unit_price": 61.0, "amount": 732.0},
-        {"description": "Office chair", "quantity": 3, "unit_price": 189.0, "amount": 567.0},
-    ],
-    "subtotal": 2279.0, "tax": 455.8, "total": 2734.8,
-}
-
-
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
-
 
 async def main(n: int, backend: str = "local") -> None:
     if backend == "temporal":
@@ -78,7 +61,7 @@ async def main(n: int, backend: str = "local") -> None:
 
 async def measure_local(n: int, show: bool = False) -> dict[str, list[float]]:
     tmp = Path(tempfile.mkdtemp(prefix="bench-approval-"))
-    model = FunctionModel(lambda request: json.dumps(INVOICE))
+    model = FunctionModel(lambda request: json.dumps(INVOICE_ANSWER))
     registry = ModelRegistry({"specialist-extract": ModelEndpoint()}, embedded=lambda: model, http_client=None)
     audit = AuditStore(f"sqlite:///{tmp / 'audit.sqlite'}")
     runs = RunStore(f"sqlite:///{tmp / 'runs.sqlite'}", audit=audit)

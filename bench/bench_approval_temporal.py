@@ -4,8 +4,6 @@ dev server and one `flotilla worker`, printed next to the local figures of the s
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
 import statistics
 import subprocess
 import sys
@@ -15,15 +13,14 @@ from pathlib import Path
 
 import yaml
 
-from bench_approval import pct
-from chaos_crash import ALIASES, RAILS_OFF, start_stub
+from _support import RAILS_OFF, REPO, pct, project_env, stub_models_yaml
+from chaos_crash import start_stub
 from flotilla.audit.runs import RunStore
 from flotilla.graphs.backends.base import Decision, Submission
 from flotilla.graphs.backends.temporal import TemporalBackend
 from flotilla.runtime.settings_temporal import TemporalSettings
-from tests.support.temporal import temporal_dev_server
+from tests.support.temporal import start_worker, stop_worker, temporal_dev_server
 
-REPO = Path(__file__).resolve().parents[1]
 GATE = "decide.approval"
 
 
@@ -38,19 +35,6 @@ def workflow_copy(tmp: Path) -> Path:
     path = tmp / "invoice_approval.yaml"
     path.write_text(yaml.safe_dump(spec, sort_keys=False))
     return path
-
-
-def start_worker(tmp: Path, env: dict[str, str], workflow: Path) -> subprocess.Popen[bytes]:
-    log = tmp / "worker.log"
-    proc = subprocess.Popen([sys.executable, "-m", "flotilla.runtime", "worker", "--workflow", str(workflow)],
-                            stdout=subprocess.DEVNULL, stderr=log.open("wb"), env=env, cwd=tmp)
-    deadline = time.monotonic() + 180
-    while b"flotilla worker:" not in log.read_bytes():
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            raise SystemExit(f"the worker did not start:\n{log.read_text()[-3000:]}")
-        time.sleep(0.1)
-    return proc
 
 
 async def gate_recorded(runs: RunStore, run_id: str) -> float:
@@ -89,15 +73,11 @@ async def main(n: int, local: dict[str, list[float]]) -> None:
     worker = None
     try:
         with temporal_dev_server(tmp) as address:
-            lines = ["audit_content: 'off'", "metrics: false", "models:"]
-            for alias in ALIASES:
-                lines += [f"  {alias}:", "    provider: openai-compatible", f"    base_url: {url}/v1", "    model: stub"]
-            lines += ["temporal:", f"  address: {address}", "  task_queue: bench-approval"]
+            lines = ["audit_content: 'off'", "metrics: false", *stub_models_yaml(url), "temporal:", f"  address: {address}", "  task_queue: bench-approval"]
             (tmp / "flotilla.yaml").write_text("\n".join(lines) + "\n")
-            env = {**os.environ, "FLOTILLA_CONFIG": str(tmp / "flotilla.yaml"), "FLOTILLA_DATA_DIR": str(tmp / "data"),
-                   "FLOTILLA_CACHE_DIR": str(tmp / "cache"), "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+            env = project_env(tmp)
             workflow = workflow_copy(tmp)
-            worker = start_worker(tmp, env, workflow)
+            worker = start_worker(tmp, env, "--workflow", str(workflow), log=tmp / "worker.log")
             (tmp / "data").mkdir(exist_ok=True)
             runs = RunStore(f"sqlite:///{tmp / 'data' / 'runs.sqlite'}")
             backend = TemporalBackend(TemporalSettings(address=address, task_queue="bench-approval", connect_timeout_s=10), runs)
@@ -106,12 +86,7 @@ async def main(n: int, local: dict[str, list[float]]) -> None:
             verify = subprocess.run([sys.executable, "-m", "flotilla.runtime", "audit", "verify"], env=env, cwd=tmp, capture_output=True)
     finally:
         if worker is not None:
-            worker.send_signal(signal.SIGTERM)
-            try:
-                worker.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                worker.kill()
-                worker.wait()
+            stop_worker(worker)
         stub.terminate()
         stub.wait()
     print(f"approval, invoice_approval (stub model, no MCP servers), {n} runs per backend; temporal: dev server + 1 worker, audit verify ok={verify.returncode == 0}")

@@ -34,8 +34,8 @@ from flotilla.guardrails.config import load_rails_config  # noqa: E402
 from flotilla.guardrails.classifier import InjectionClassifier, InjectionClassifierRail  # noqa: E402
 from flotilla.guardrails.content_safety import ContentSafetyClassifier  # noqa: E402
 from flotilla.guardrails.embeddings import LocalEmbedder  # noqa: E402
+from flotilla.guardrails.engines import EngineFactory  # noqa: E402
 from flotilla.guardrails.pii import PresidioRail  # noqa: E402
-from flotilla.guardrails.pipeline import EngineFactory  # noqa: E402
 from flotilla.guardrails.tool_screen import ToolResultScreen  # noqa: E402
 from flotilla.guardrails.training.corpus import (  # noqa: E402
     HELD_OUT_FAMILIES, HELD_OUT_SOURCES, JAILBREAK_TEMPLATE_FAMILIES, Sample, benign_corpus, injection_attacks,

@@ -46,18 +46,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 SAMPLE = (ROOT / "graphs" / "samples" / "invoice.txt").read_text()
 SAMPLE_NUMBER = "INV-2026-0412"
-RAILS_OFF = {name: {"enabled": False} for name in ("presidio", "yara", "injection_classifier", "content_safety", "tool_screen", "llama_guard", "nemo")}
-ALIASES = ("specialist-extract", "specialist-analyze", "specialist-decide", "specialist-write", "frontier")
-INVOICE_ANSWER = {
-    "vendor": "Northwind Office Supplies Ltd.", "invoice_number": SAMPLE_NUMBER, "invoice_date": "2026-11-02",
-    "due_date": "2026-12-02", "purchase_order": "PO-7781", "currency": "GBP",
-    "line_items": [
-        {"description": "A4 copier paper", "quantity": 40, "unit_price": 24.5, "amount": 980.0},
-        {"description": "Toner cartridge", "quantity": 12, "unit_price": 61.0, "amount": 732.0},
-        {"description": "Office chair", "quantity": 3, "unit_price": 189.0, "amount": 567.0},
-    ],
-    "subtotal": 2279.0, "tax": 455.8, "total": 2734.8,
-}
+from _support import INVOICE_ANSWER, RAILS_OFF  # noqa: E402  (bench/ is on the path: this is a script)
+from _support import TRIAGE_ALIASES as ALIASES  # noqa: E402
 
 
 # -- the stub model (a subprocess: python bench/chaos_crash.py --stub PORT DELAY) --------------------

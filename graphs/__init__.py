@@ -26,6 +26,7 @@ __all__ = [
     "WorkflowContext",
     "PythonWorkflow",
     "python_workflow",
+    "chain_nodes",
 ]
 
 _WHERE = {
@@ -46,6 +47,7 @@ _WHERE = {
     "WorkflowContext": "flotilla.graphs.factory",
     "PythonWorkflow": "flotilla.graphs.factory",
     "python_workflow": "flotilla.graphs.factory",
+    "chain_nodes": "flotilla.graphs.factory",
 }
 
 

@@ -15,6 +15,8 @@ input and output rails, the run record, the `invoke_workflow` span, resume, the 
         ...
         return graph
 
+A straight line of nodes needs no edges written out: `return chain_nodes({"extract": ..., "decide": ...})`.
+
 Register it by name — `workflows: {invoice_py: "mypkg.flows:invoice"}` in flotilla.yaml, or an
 entry point in the `flotilla.workflows` group — and `flotilla run invoice_py`, `flotilla
 validate invoice_py` and the MCP gateway see it. A plain function works too; its docstring is
@@ -42,7 +44,7 @@ if TYPE_CHECKING:
     from flotilla.graphs.compile import RailsHook
     from flotilla.tools import ToolHub
 
-__all__ = ["WorkflowContext", "PythonWorkflow", "python_workflow", "python_spec", "compile_python", "check_python", "REQUIRED_STATE_KEYS"]
+__all__ = ["WorkflowContext", "PythonWorkflow", "python_workflow", "chain_nodes", "python_spec", "compile_python", "check_python", "REQUIRED_STATE_KEYS"]
 
 REQUIRED_STATE_KEYS = ("input", "outputs", "steps")
 """What the runner reads and writes in every workflow's state."""
@@ -150,6 +152,26 @@ def python_workflow(
         )
 
     return wrap
+
+
+def chain_nodes(nodes: dict[str, Callable[..., Any]], state: type | None = None) -> StateGraph:
+    """An uncompiled graph running `nodes` one after another, in the dict's order, over `state`
+    (default `RunState`; a subclass of it adds keys of your own)."""
+    if not nodes:
+        raise ConfigError("chain_nodes: give at least one node")
+    from langgraph.graph import END, START, StateGraph  # here, so `flotilla validate` does not import LangGraph
+
+    from flotilla.graphs.compile import RunState
+
+    graph = StateGraph(state or RunState)
+    for name, node in nodes.items():
+        graph.add_node(name, node)
+    order = list(nodes)
+    graph.add_edge(START, order[0])
+    for before, after in zip(order, order[1:]):
+        graph.add_edge(before, after)
+    graph.add_edge(order[-1], END)
+    return graph
 
 
 def _doc(obj: Any) -> str:

@@ -22,15 +22,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from langgraph.graph import END, START, StateGraph
+from langgraph.graph import StateGraph
 
 from flotilla.agents.agent import Agent
 from flotilla.agents.document_triage import labels
 from flotilla.agents.document_triage import triage as steps
 from flotilla.agents.document_triage.schemas import Analysis, Decision, Invoice, Note
 from flotilla.agents.output import PydanticOutput
-from flotilla.graphs.compile import RunState
-from flotilla.graphs.factory import WorkflowContext, python_workflow
+from flotilla.graphs.factory import WorkflowContext, chain_nodes, python_workflow
 
 __all__ = ["triage"]
 
@@ -62,12 +61,4 @@ def triage(ctx: WorkflowContext) -> StateGraph:
         "decide": ctx.function_node("decide", steps.decide_invoice, Decision),
         "write": ctx.function_node("write", steps.write_note, Note),
     }
-    graph = StateGraph(RunState)
-    for name, node in nodes.items():
-        graph.add_node(name, node)
-    order = list(nodes)
-    graph.add_edge(START, order[0])
-    for before, after in zip(order, order[1:]):
-        graph.add_edge(before, after)
-    graph.add_edge(order[-1], END)
-    return graph
+    return chain_nodes(nodes)

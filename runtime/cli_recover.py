@@ -12,8 +12,6 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from flotilla.audit.errors import FlotillaError
-
 __all__ = ["recover", "orphan_notice"]
 
 
@@ -24,31 +22,12 @@ def recover(
     """Resume runs left `running` by a process that died (kill -9, a crash, a lost machine).
 
     Each is taken over by one process only, and continues from its last checkpoint."""
-    import asyncio
-
     from flotilla.graphs.recovery import recover_orphans
-    from flotilla.runtime.cli import EXIT_FAILED, EXIT_OK, fail
-    from flotilla.runtime.settings import load_settings
-    from flotilla.runtime.wiring import build_runtime
+    from flotilla.runtime.cli import EXIT_FAILED, EXIT_OK
+    from flotilla.runtime.cli_jobs import load_runtime, run_on_runner
 
-    try:
-        settings = load_settings()
-        if settings.backend == "temporal":
-            raise fail("the temporal backend recovers runs itself (a worker picks up what another dropped); nothing to do here")
-        runtime = build_runtime(settings)
-    except FlotillaError as exc:
-        raise fail(exc.message) from None
-
-    async def go():
-        async with runtime.runner as runner:
-            return await recover_orphans(runner, resolver(settings), lease_s=lease)
-
-    try:
-        recovered = asyncio.run(go())
-    except FlotillaError as exc:
-        raise fail(exc.message) from None
-    finally:
-        runtime.close()
+    settings, runtime = load_runtime(not_on_temporal="the temporal backend recovers runs itself (a worker picks up what another dropped); nothing to do here")
+    recovered = run_on_runner(runtime, lambda runner: recover_orphans(runner, resolver(settings), lease_s=lease))
     if as_json:
         sys.stdout.write(json.dumps({"recovered": [asdict(r) for r in recovered]}) + "\n")
     else:

@@ -19,6 +19,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from flotilla.audit.errors import FlotillaError
+from flotilla.runtime.cli_jobs import load_runtime, run_on_runner
 from flotilla.runtime.cli_recover import runs_app
 
 if TYPE_CHECKING:
@@ -47,18 +48,6 @@ def parse_edits(pairs: list[str]) -> dict[str, Any]:
     return edits
 
 
-def _runtime():
-    from flotilla.runtime.cli import fail
-    from flotilla.runtime.settings import load_settings
-    from flotilla.runtime.wiring import build_runtime
-
-    try:
-        settings = load_settings()
-        return settings, build_runtime(settings)
-    except FlotillaError as exc:
-        raise fail(exc.message) from None
-
-
 def _store():
     """The run store alone: listing and showing runs loads no model, rail or MCP server."""
     from flotilla.audit.runs import RunStore
@@ -80,23 +69,17 @@ def _overdue(record: RunRecord) -> bool:
 
 def _expire(records: list[RunRecord]) -> list[tuple[str, str]]:
     """Apply the timeout policy to the overdue approvals among `records` (only then is a runtime built)."""
-    import asyncio
-
     from flotilla.graphs.approval import expire_if_due
 
     overdue = [r for r in records if _overdue(r)]
     if not overdue:
         return []
-    _, runtime = _runtime()
+    _, runtime = load_runtime()
 
-    async def go():
-        async with runtime.runner as runner:
-            return [(r.run_id, (await expire_if_due(runner, r)).status) for r in overdue]
+    async def expire_each(runner) -> list[tuple[str, str]]:
+        return [(r.run_id, (await expire_if_due(runner, r)).status) for r in overdue]
 
-    try:
-        return asyncio.run(go())
-    finally:
-        runtime.close()
+    return run_on_runner(runtime, expire_each)
 
 
 def _view(record: RunRecord) -> dict[str, Any]:
@@ -205,8 +188,6 @@ def print_run(console: Console, record: RunRecord) -> None:
 
 
 def _decide(run_id: str, action: str, approver: str, reason: str, edits: list[str], workflow: str | None, as_json: bool) -> None:
-    import asyncio
-
     from flotilla.graphs.backends.base import Decision
     from flotilla.graphs.catalog import load_workflow
     from flotilla.runtime.cli import _STATUS_EXIT, EXIT_OK, fail
@@ -223,21 +204,14 @@ def _decide(run_id: str, action: str, approver: str, reason: str, edits: list[st
         store.engine.dispose()
     if record is None:
         raise fail(f"no run {run_id!r}; `flotilla runs list` lists runs")
-    settings, runtime = _runtime()
+    settings, runtime = load_runtime()
     console = Console(stderr=as_json)
     try:
-        source = workflow or (record.approval or {}).get("workflow_source") or record.workflow
-        spec = load_workflow(source, settings.workflows)
-
-        async def go():
-            async with runtime.runner as runner:
-                return await runner.decide(spec, run_id, decision, on_event=None if as_json else RunPrinter(console))
-
-        result = asyncio.run(go())
+        spec = load_workflow(workflow or (record.approval or {}).get("workflow_source") or record.workflow, settings.workflows)
     except FlotillaError as exc:
-        raise fail(exc.message) from None
-    finally:
         runtime.close()
+        raise fail(exc.message) from None
+    result = run_on_runner(runtime, lambda runner: runner.decide(spec, run_id, decision, on_event=None if as_json else RunPrinter(console)))
     if as_json:
         sys.stdout.write(json.dumps(result.to_dict(), ensure_ascii=False) + "\n")
     else:
@@ -275,23 +249,10 @@ def reject(
 
 def expire(as_json: AsJson = False) -> None:
     """Apply the timeout policy to every approval whose deadline has passed (reject or escalate)."""
-    import asyncio
-
     from flotilla.graphs.approval import expire_due
-    from flotilla.runtime.cli import fail
 
-    _, runtime = _runtime()
-
-    async def go():
-        async with runtime.runner as runner:
-            return await expire_due(runner)
-
-    try:
-        changed = asyncio.run(go())
-    except FlotillaError as exc:
-        raise fail(exc.message) from None
-    finally:
-        runtime.close()
+    _, runtime = load_runtime()
+    changed = run_on_runner(runtime, expire_due)
     if as_json:
         sys.stdout.write(json.dumps({"expired": [{"run_id": r, "outcome": o} for r, o in changed]}) + "\n")
         return

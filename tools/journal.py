@@ -23,9 +23,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from sqlalchemy import Boolean, Column, DateTime, MetaData, String, Table, Text, create_engine, delete, event, insert, select, update
+from sqlalchemy import Boolean, Column, DateTime, MetaData, String, Table, Text, create_engine, delete, insert, select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
+
+from flotilla.audit.sqlite_durable import durable_sqlite
 
 __all__ = ["ToolCallJournal", "JournalEntry"]
 
@@ -61,9 +63,9 @@ class JournalEntry:
 
 class ToolCallJournal:
     def __init__(self, url: str) -> None:
-        self.engine: Engine = create_engine(url)
-        if self.engine.dialect.name == "sqlite":
-            event.listen(self.engine, "connect", _durable_sqlite)
+        # "started" must be on disk before the call leaves, and a write waits (not fails) while
+        # the run store writes to the same file at the same moment.
+        self.engine: Engine = durable_sqlite(create_engine(url), busy_timeout_ms=10000)
         metadata.create_all(self.engine)
 
     def get(self, key: str) -> JournalEntry | None:
@@ -115,12 +117,3 @@ def _entry(row: Any) -> JournalEntry:
         started_at=row["started_at"],
         finished_at=row["finished_at"],
     )
-
-
-def _durable_sqlite(dbapi_conn: Any, _record: Any) -> None:
-    # "started" must be on disk before the call leaves: WAL with a full sync per commit, and
-    # a wait (not an error) when the run store writes to the same file at the same moment.
-    if dbapi_conn.execute("PRAGMA database_list").fetchone()[2]:
-        dbapi_conn.execute("PRAGMA journal_mode=WAL")
-    dbapi_conn.execute("PRAGMA synchronous=FULL")
-    dbapi_conn.execute("PRAGMA busy_timeout=10000")

@@ -257,3 +257,16 @@ def test_cli_runs_validates_and_audits_a_python_workflow_from_flotilla_yaml(tmp_
     assert audited[result["run_id"]]["workflow"] == "triage_py"
     assert audited[result["run_id"]]["status"] == "succeeded"
 
+
+
+def test_chain_nodes_runs_the_nodes_in_the_order_given_and_refuses_an_empty_chain() -> None:
+    from flotilla.graphs import chain_nodes
+
+    def step(name: str):
+        return lambda state: {"outputs": {name: len(state["outputs"])}}  # how many steps ran before it
+
+    graph = chain_nodes({"b": step("b"), "a": step("a"), "c": step("c")}).compile()
+    final = graph.invoke({"input": "x", "outputs": {}, "steps": []})
+    assert final["outputs"] == {"b": 0, "a": 1, "c": 2}
+    with pytest.raises(ConfigError, match="at least one node"):
+        chain_nodes({})

@@ -34,6 +34,6 @@ def injection_classifier(embedder):
 
 @pytest.fixture(scope="session")
 def engine_factory(embedder, presidio_rail):
-    from flotilla.guardrails.pipeline import EngineFactory
+    from flotilla.guardrails.engines import EngineFactory
 
     return EngineFactory(embedder=embedder, analyzer=presidio_rail._analyzer)

@@ -11,30 +11,17 @@ import asyncio
 import threading
 from typing import Any
 
-from langgraph.graph import END, START, StateGraph
+from langgraph.graph import StateGraph
 
 from flotilla.agents.agent import Agent
 from flotilla.agents.document_triage.schemas import Decision
 from flotilla.agents.output import PydanticOutput
-from flotilla.graphs.compile import RunState
-from flotilla.graphs.factory import WorkflowContext, python_workflow
+from flotilla.graphs.factory import WorkflowContext, chain_nodes, python_workflow
 
 HELD_RELEASE = threading.Event()
 """Set it to let runs of `held` finish (the server runs in another thread)."""
 
 GOOD_DECISION = {"decision": "approve", "reasons": ["All checks passed."], "confidence": 0.9}
-
-
-def _chain(nodes: dict[str, Any]) -> StateGraph:
-    graph = StateGraph(RunState)
-    for name, node in nodes.items():
-        graph.add_node(name, node)
-    order = list(nodes)
-    graph.add_edge(START, order[0])
-    for before, after in zip(order, order[1:]):
-        graph.add_edge(before, after)
-    graph.add_edge(order[-1], END)
-    return graph
 
 
 def file_decision(state: dict[str, Any]) -> dict[str, Any]:
@@ -50,7 +37,7 @@ def decide_and_file(ctx: WorkflowContext) -> StateGraph:
         output=PydanticOutput(Decision),
         binding=ctx.model("specialist-decide"),
     )
-    return _chain({"decide": ctx.node(decide), "file": ctx.function_node("file", file_decision)})
+    return chain_nodes({"decide": ctx.node(decide), "file": ctx.function_node("file", file_decision)})
 
 
 async def wait_for_release(state: dict[str, Any]) -> dict[str, Any]:
@@ -65,7 +52,7 @@ def first_step(state: dict[str, Any]) -> dict[str, Any]:
 
 @python_workflow(description="A step, then one that waits until the test releases it.")
 def held(ctx: WorkflowContext) -> StateGraph:
-    return _chain({"measure": ctx.function_node("measure", first_step), "hold": ctx.function_node("hold", wait_for_release)})
+    return chain_nodes({"measure": ctx.function_node("measure", first_step), "hold": ctx.function_node("hold", wait_for_release)})
 
 
 def fixed_decision(state: dict[str, Any]) -> dict[str, Any]:
@@ -77,7 +64,7 @@ def approve_and_file(ctx: WorkflowContext) -> StateGraph:
     from flotilla.graphs.approval import approval_gate, gate_name
     from flotilla.graphs.approval_spec import ApprovalSpec
 
-    return _chain(
+    return chain_nodes(
         {
             "decide": ctx.function_node("decide", fixed_decision, Decision),
             gate_name("decide"): approval_gate("decide", ApprovalSpec(), ctx.tracer, workflow=ctx.workflow),

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from tests.support.servers import free_port
 
-__all__ = ["temporal_cli", "temporal_dev_server", "wait_for_port"]
+__all__ = ["temporal_cli", "temporal_dev_server", "wait_for_port", "start_worker", "stop_worker"]
 
 
 def temporal_cli() -> str | None:
@@ -64,3 +64,26 @@ def temporal_dev_server(directory: Path) -> Iterator[str]:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
         log.close()
+
+
+def start_worker(directory: Path, env: dict[str, str], *args: str, log: Path | None = None, timeout_s: float = 180) -> subprocess.Popen[bytes]:
+    """`flotilla worker ARGS…` as a user starts it, in `directory`; returns once it polls its queues."""
+    log = log or directory / f"worker-{time.monotonic_ns()}.log"
+    proc = subprocess.Popen([sys.executable, "-m", "flotilla.runtime", "worker", *args], stdout=subprocess.DEVNULL, stderr=log.open("wb"), env=env, cwd=directory)
+    deadline = time.monotonic() + timeout_s
+    while b"flotilla worker:" not in log.read_bytes():  # printed once its queues are polled
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            raise RuntimeError(f"the worker did not start:\n{log.read_text()[-3000:]}")
+        time.sleep(0.1)
+    return proc
+
+
+def stop_worker(proc: subprocess.Popen[bytes], timeout_s: float = 60) -> None:
+    """SIGTERM (the worker finishes its activities and flushes its spans), then SIGKILL after `timeout_s`."""
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
