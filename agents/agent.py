@@ -195,12 +195,25 @@ class Agent:
         workflow: str | None,
         tally: _StepTally | None = None,
     ) -> StepResult:
-        """One tier's answer, schema-valid (after one repair) and through the policy hook."""
+        """One tier's answer, schema-valid (after one repair, or at the end of its tool loop) and through the policy hook."""
         tally = tally or _StepTally()
-        if self.tools and self.tool_view is not None:
-            return await self._run_with_tools(tier, state, tracer, shown, deadline, rails=rails, workflow=workflow, tally=tally)
         messages = [*self.messages(state), *shown]
         started = time.perf_counter()
+        if self.tools and self.tool_view is not None:
+            output, reply = await self._tool_loop_reply(tier, messages, tracer, deadline, rails=rails, workflow=workflow, tally=tally)
+        else:
+            output, reply = await self._repaired_reply(tier, messages, tracer, deadline, tally)
+        output, policy_notes = self._apply_policy(output, state)
+        return replace(
+            reply,
+            output=self.output.dump(output),
+            answer=reply.output,  # as the model gave it, before the policy hook
+            latency_ms=(time.perf_counter() - started) * 1000,
+            notes=[*reply.notes, *policy_notes],
+        )
+
+    async def _repaired_reply(self, tier: Binding, messages: list[dict[str, str]], tracer: Tracer, deadline: float | None, tally: _StepTally) -> tuple[Any, StepResult]:
+        """The model's output, valid against the schema after at most one repair, and its reply (output dumped)."""
         first, output, problem = await self._call(tier, messages, tracer, deadline)
         results = [first]
         tally.reply(valid=not problem, adapter=first.extra.get("adapter"))
@@ -219,36 +232,31 @@ class Agent:
                     f"agent {self.name!r}: the model's output does not match {self.output.name} after one repair: {problem}",
                     quoted=self._quoted(second.text),
                 )
-        answer = self.output.dump(output)
-        output, notes = self._apply_policy(output, state)
-        return StepResult(
+        return output, StepResult(
             output=self.output.dump(output),
-            answer=answer,
             model=results[-1].model,
             input_tokens=sum(r.input_tokens for r in results),
             output_tokens=sum(r.output_tokens for r in results),
-            latency_ms=(time.perf_counter() - started) * 1000,
+            latency_ms=0.0,
             repaired=len(results) > 1,
-            notes=notes,
         )
 
-    async def _run_with_tools(
+    async def _tool_loop_reply(
         self,
         tier: Binding,
-        state: dict[str, Any],
+        messages: list[dict[str, str]],
         tracer: Tracer,
-        shown: list[dict[str, str]],
         deadline: float | None,
         *,
         rails: ToolRails | None,
         workflow: str | None,
-        tally: _StepTally | None = None,
-    ) -> StepResult:
+        tally: _StepTally,
+    ) -> tuple[Any, StepResult]:
+        """The final answer of a tool loop, valid against the schema, and its reply (output dumped)."""
         from flotilla.agents.tool_loop import run_tool_loop  # imports the MCP client stack
 
-        started = time.perf_counter()
         loop = await run_tool_loop(
-            [*self.messages(state), *shown],
+            messages,
             self.tool_view,
             tier.client,
             self.json_schema,
@@ -261,27 +269,21 @@ class Agent:
             workflow=workflow,
         )
         output, problem = self._validate(json.dumps(loop.output))
-        if tally is not None:
-            tally.reply(valid=not problem)
+        tally.reply(valid=not problem)
         evaluation_event(trace.get_current_span(), OUTPUT_SCHEMA_EVALUATION, passed=not problem, explanation=problem)
         if problem:
             raise AgentOutputInvalid(
                 f"agent {self.name!r}: the final answer does not match {self.output.name}: {problem}",
                 quoted=self._quoted(json.dumps(loop.output, ensure_ascii=False)),
             )
-        notes = [f"tool {name} withheld: its description changed; re-approve with `flotilla tools approve`" for name in loop.blocked]
-        answer = self.output.dump(output)
-        output, policy_notes = self._apply_policy(output, state)
-        notes += policy_notes
-        return StepResult(
+        return output, StepResult(
             output=self.output.dump(output),
-            answer=answer,
             model=loop.model_results[-1].model if loop.model_results else tier.client.name,
             input_tokens=loop.input_tokens,
             output_tokens=loop.output_tokens,
-            latency_ms=(time.perf_counter() - started) * 1000,
+            latency_ms=0.0,
             repaired=False,
-            notes=notes,
+            notes=[f"tool {name} withheld: its description changed; re-approve with `flotilla tools approve`" for name in loop.blocked],
             tool_calls=[asdict(call) for call in loop.calls],
         )
 

@@ -13,25 +13,30 @@ from __future__ import annotations
 
 import hashlib
 import json
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import (
-    Column, DateTime, Integer, MetaData, String, Table, Text, create_engine, delete, event, func, insert, inspect, select, update,
+    Column, DateTime, Integer, MetaData, String, Table, Text, create_engine, delete, func, insert, inspect, select, update,
 )
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 
 from flotilla.audit.group_commit import GroupCommit
+from flotilla.audit.run_audit_writer import RunAuditWriter
 from flotilla.audit.run_content import content_strings, kept_error, kept_json, kept_steps, kept_text
 from flotilla.audit.run_redaction import RunRedactionQueue
 from flotilla.audit.sanitize import ContentPolicy, Sanitizer
+from flotilla.audit.sqlite_durable import durable_sqlite
 from flotilla.audit.store import AuditStore
 
 __all__ = ["RunStore", "RunRecord", "UNFINISHED", "DONE", "RAW"]
 
 UNFINISHED = frozenset({"running", "waiting_approval", "interrupted", "pending"})
+RESUMABLE = ("running", "interrupted")
+"""Statuses crash recovery resumes once the run's owner is gone (graphs/recovery.py)."""
 """Statuses of runs still going or paused: their raw input is kept and retention never prunes them."""
 DONE = frozenset({"succeeded", "needs_review", "blocked"})
 """Statuses with nothing left to resume: the runner deletes their LangGraph checkpoint (raw state)."""
@@ -92,28 +97,62 @@ class RunRecord:
 
 class RunStore:
     def __init__(self, url: str, *, audit: AuditStore | None = None, sanitizer: Sanitizer | None = None) -> None:
-        self.engine: Engine = create_engine(url)
-        if self.engine.dialect.name == "sqlite":
-            event.listen(self.engine, "connect", _secure_delete)
+        # Deleted rows are zeroed (retention really removes the bytes); WAL keeps commits durable.
+        self.engine: Engine = durable_sqlite(create_engine(url), secure_delete=True)
         _upgrade(self.engine)
         # Starts and finishes of concurrent runs share commits (one fsync per group), off the event loop.
         self._group = GroupCommit(self.engine.begin)
         self.audit = audit
         """When set, each start/finish is also appended to the audit chain as a `run` record."""
+        self._audit_writer: RunAuditWriter | None = None
+        self.executor = ThreadPoolExecutor(max_workers=64, thread_name_prefix="flotilla-runs")
+        """For the runner's writes from the event loop: a thread per waiting write, so a burst of
+        run starts shares one commit (group commit) instead of queueing behind the loop's
+        default executor (CPU count + 4 threads) one fsync after another."""
         self.sanitizer = sanitizer or Sanitizer(ContentPolicy.FULL)
         """The content policy for finished runs (the runtime passes the spans' one; bare stores keep content)."""
         self._claimed: set[str] = set()  # `pending` rows claim_run wrote (idempotency keys), which start_run fills in
         self.redaction = RunRedactionQueue(self)
         """Redacts finished runs' content off the run's path (`drain()` before shutdown)."""
 
+    @property
+    def audit_writer(self) -> RunAuditWriter | None:
+        """Appends the `run` records after the row's own commit, now or in the background (run_audit_writer.py)."""
+        if self.audit is None:
+            return None
+        if self._audit_writer is None or self._audit_writer.audit is not self.audit:
+            self._audit_writer = RunAuditWriter(self.audit)
+        return self._audit_writer
+
     def _audit(self, run_id: str, **event: Any) -> None:
-        if self.audit is not None:
-            self.audit.record("run", {"run_id": run_id, **event}, run_id=run_id)
+        if self.audit_writer is not None:
+            self.audit_writer.now(run_id, event)
+
+    def _audit_later(self, run_id: str, **event: Any) -> None:
+        if self.audit_writer is not None:
+            self.audit_writer.later(run_id, event)
+
+    def _commit_with_record(self, run_id: str, write: Any, **event: Any) -> None:
+        """`write` in the run store, then the run's audit record (after any it still has in the
+        background); both on disk on return. Row first: a kill in between leaves a record to
+        repair from the row (graphs/record_repair.py), never a record its row contradicts."""
+        self._group.run(write)
+        self._audit(run_id, **event)
 
     def start_run(
-        self, run_id: str, workflow: str, workflow_version: str, input_text: str, initiator: str | None, *, owner: str | None = None
+        self,
+        run_id: str,
+        workflow: str,
+        workflow_version: str,
+        input_text: str,
+        initiator: str | None,
+        *,
+        owner: str | None = None,
+        defer_audit: bool = False,
     ) -> None:
-        """`owner`: the process running it (graphs/recovery.py), with a first heartbeat."""
+        """`owner`: the process running it (graphs/recovery.py), with a first heartbeat.
+        `defer_audit`: return once the row is on disk; the `started` record follows in the
+        background (recoverable from the row), in the chain before the run's next record."""
         digest = hashlib.sha256(input_text.encode("utf-8")).hexdigest()
         now = datetime.now(UTC)
         claimed = run_id in self._claimed
@@ -141,7 +180,7 @@ class RunStore:
         )
         if claimed and not written.rowcount:  # already started (or finished) by an earlier attempt
             return
-        self._audit(
+        (self._audit_later if defer_audit else self._audit)(
             run_id,
             event="started",
             workflow=workflow,
@@ -151,16 +190,20 @@ class RunStore:
             input_sha256=digest,
         )
 
-    def claim_run(self, run_id: str, workflow: str, workflow_version: str, idempotency_key: str, initiator: str | None) -> str:
+    def claim_run(
+        self, run_id: str, workflow: str, workflow_version: str, idempotency_key: str, initiator: str | None, *, owner: str | None = None
+    ) -> str:
         """Reserve `idempotency_key` for a new run (a `pending` row that `start_run` fills in).
         Returns the run id holding the key: `run_id`, or the run an earlier submit started — the
-        unique column settles a race between two submits, in one process or several."""
+        unique column settles a race between two submits, in one process or several. `owner`: the
+        process that will start it; should it die first, recovery settles the row (`fail_unstarted`)."""
         try:
             with self.engine.begin() as conn:
                 conn.execute(
                     insert(runs).values(
                         run_id=run_id, workflow=workflow, workflow_version=workflow_version, status="pending", steps="[]",
                         initiator=initiator, started_at=datetime.now(UTC), idempotency_key=idempotency_key,
+                        owner=owner, heartbeat_at=datetime.now(UTC) if owner else None,
                     )
                 )
         except IntegrityError:
@@ -185,23 +228,51 @@ class RunStore:
     # Crash recovery (graphs/recovery.py): heartbeats, running runs and their owners, take-over.
 
     def heartbeat(self, owner: str) -> int:
-        """Every running run of `owner` says it is alive: one statement however many there are."""
+        """Every running run of `owner` (and claimed one waiting to start) says it is alive: one
+        statement however many there are."""
         with self.engine.begin() as conn:
-            stmt = update(runs).where(runs.c.owner == owner, runs.c.status == "running").values(heartbeat_at=datetime.now(UTC))
+            stmt = update(runs).where(runs.c.owner == owner, runs.c.status.in_(("running", "pending"))).values(heartbeat_at=datetime.now(UTC))
             return conn.execute(stmt).rowcount
 
     def running_runs(self) -> list[tuple[str, str, str, str | None, datetime | None, datetime]]:
-        """(run_id, workflow, workflow_version, owner, heartbeat_at, started_at) of every run marked `running`."""
+        """(run_id, workflow, workflow_version, owner, heartbeat_at, started_at) of every run marked
+        `running`, or `interrupted` (its process stopped on purpose mid-run: resumable just the same)."""
         cols = (runs.c.run_id, runs.c.workflow, runs.c.workflow_version, runs.c.owner, runs.c.heartbeat_at, runs.c.started_at)
         with self.engine.connect() as conn:
-            return [tuple(row) for row in conn.execute(select(*cols).where(runs.c.status == "running"))]
+            return [tuple(row) for row in conn.execute(select(*cols).where(runs.c.status.in_(RESUMABLE)))]
+
+    def interrupt_run(self, run_id: str, error: dict[str, Any]) -> None:
+        """The process stops (a graceful shutdown) in the middle of the run: `interrupted`, its owner
+        kept, so the next process's crash recovery resumes it from its checkpoint."""
+        stmt = update(runs).where(runs.c.run_id == run_id, runs.c.status == "running")
+        self._group.run(lambda conn: conn.execute(stmt.values(status="interrupted", error=_json_or_none(error))))
+        self._audit(run_id, event="interrupted", status="interrupted", error=error)
+
+    def unstarted_claims(self) -> list[tuple[str, str, datetime | None]]:
+        """(run_id, owner, heartbeat_at) of `pending` rows an idempotency key claimed for a process to start."""
+        with self.engine.connect() as conn:
+            stmt = select(runs.c.run_id, runs.c.owner, runs.c.heartbeat_at).where(runs.c.status == "pending", runs.c.owner.is_not(None))
+            return [tuple(row) for row in conn.execute(stmt)]
+
+    def fail_unstarted(self, run_id: str, owner: str, error: dict[str, Any]) -> bool:
+        """A claimed run its process never started (it died first): `failed` with the reason, so a
+        retry with the same key gets an answer instead of a run pending forever. False when the
+        row is no longer that owner's pending claim (it started after all)."""
+        stmt = update(runs).where(runs.c.run_id == run_id, runs.c.status == "pending", runs.c.owner == owner)
+        with self.engine.begin() as conn:
+            row = conn.execute(select(runs.c.workflow, runs.c.workflow_version, runs.c.initiator).where(runs.c.run_id == run_id)).first()
+            if row is None or not conn.execute(stmt.values(status="failed", error=_json_or_none(error), ended_at=datetime.now(UTC))).rowcount:
+                return False
+        self._audit(run_id, event="started", workflow=row.workflow, workflow_version=row.workflow_version, initiator=row.initiator, status="pending")
+        self._audit(run_id, event="finished", status="failed", steps=0, error=error)
+        return True
 
     def take_over(self, run_id: str, previous_owner: str | None, owner: str) -> bool:
         """Make `owner` the owner of a running run still owned by `previous_owner`, atomically: of
         several processes trying, exactly one gets True (a compare-and-set in one UPDATE)."""
         was = runs.c.owner.is_(None) if previous_owner is None else runs.c.owner == previous_owner
         with self.engine.begin() as conn:
-            stmt = update(runs).where(runs.c.run_id == run_id, runs.c.status == "running", was)
+            stmt = update(runs).where(runs.c.run_id == run_id, runs.c.status.in_(RESUMABLE), was)
             won = conn.execute(stmt.values(owner=owner, heartbeat_at=datetime.now(UTC))).rowcount == 1
         if won:
             self._audit(run_id, event="recovered", previous_owner=previous_owner, owner=owner)
@@ -229,8 +300,10 @@ class RunStore:
         }
         if row is not None and row.content == RAW:
             values.update(input=kept_text(self.sanitizer, raw_input), content=self.sanitizer.policy.value)
-        self._group.run(lambda conn: conn.execute(update(runs).where(runs.c.run_id == run_id).values(**values)))
-        self._audit(run_id, event="finished", status=status, steps=len(steps), error=kept_error(self.sanitizer, error))
+        self._commit_with_record(
+            run_id, lambda conn: conn.execute(update(runs).where(runs.c.run_id == run_id).values(**values)),
+            event="finished", status=status, steps=len(steps), error=kept_error(self.sanitizer, error),
+        )
 
     def _finish_deferred(self, run_id: str, status: str, steps: list[dict[str, Any]], output: Any, error: dict[str, Any] | None) -> bool:
         """Under `redacted`: the outcome on disk now, content still `raw`, redacted in the
@@ -243,8 +316,10 @@ class RunStore:
             return False
         kept = kept_error(self.sanitizer, error)
         values = {**raw, "status": status, "error": _json_or_none(kept), "ended_at": datetime.now(UTC)}
-        self._group.run(lambda conn: conn.execute(update(runs).where(runs.c.run_id == run_id).values(**values)))
-        self._audit(run_id, event="finished", status=status, steps=len(steps), error=kept)
+        self._commit_with_record(
+            run_id, lambda conn: conn.execute(update(runs).where(runs.c.run_id == run_id).values(**values)),
+            event="finished", status=status, steps=len(steps), error=kept,
+        )
         self.redaction.submit(run_id)
         return True
 
@@ -279,8 +354,10 @@ class RunStore:
         """The run pauses for a person. The request is kept as given (the approver must see it), as
         the raw input of an unfinished run is; a decision replaces it with what the policy keeps."""
         values = {"status": "waiting_approval", "steps": json.dumps(kept_steps(self.sanitizer, steps)), "approval": json.dumps(approval)}
-        self._group.run(lambda conn: conn.execute(update(runs).where(runs.c.run_id == run_id).values(**values)))
-        self._audit(run_id, event="waiting_approval", status="waiting_approval", step=approval.get("step"), deadline=approval.get("deadline"))
+        self._commit_with_record(
+            run_id, lambda conn: conn.execute(update(runs).where(runs.c.run_id == run_id).values(**values)),
+            event="waiting_approval", status="waiting_approval", step=approval.get("step"), deadline=approval.get("deadline"),
+        )
 
     def claim_approval(self, run_id: str, approval: dict[str, Any], *, owner: str | None = None) -> bool:
         """Take the decision on a waiting run: of two deciders exactly one gets True (a
@@ -338,16 +415,6 @@ def _json_or_none(value: Any) -> str | None:
 
 def _utc(moment: datetime) -> datetime:
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
-
-
-def _secure_delete(dbapi_conn: Any, _record: Any) -> None:
-    # Deleted or replaced rows are overwritten with zeros, so retention really removes the bytes.
-    dbapi_conn.execute("PRAGMA secure_delete=ON")
-    # Write-ahead log: a commit is one fsync of the log (not journal + database), still durable
-    # (synchronous stays FULL), and readers (`flotilla audit runs`) never block the writer.
-    if dbapi_conn.execute("PRAGMA database_list").fetchone()[2]:  # a file, not :memory:
-        dbapi_conn.execute("PRAGMA journal_mode=WAL")
-    dbapi_conn.execute("PRAGMA synchronous=FULL")
 
 
 def _upgrade(engine: Engine) -> None:

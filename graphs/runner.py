@@ -8,6 +8,8 @@ and its spans in the trace.
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import functools
 import inspect
 import json
 import logging
@@ -73,6 +75,9 @@ class WorkflowRunner:
         self.owner = owner or process_owner()
         """Recorded on each run this runner starts or resumes, kept fresh by the heartbeat (graphs/recovery.py)."""
         self.heartbeat = Heartbeat(runs, self.owner)
+        self.stopping = False
+        """Set when the process shuts down (`flotilla serve` on SIGTERM): a run cancelled then is left
+        `interrupted`, for the next process to resume, not `cancelled` as a person's cancel is."""
         self.max_input_bytes = max_input_bytes
         self.rails = rails
         self.tools = tools
@@ -157,8 +162,9 @@ class WorkflowRunner:
             return await run_routed(self, spec, data, run_id=run_id, initiator=initiator, on_event=on_event, confidential=confidential)
         run_id = run_id or uuid.uuid4().hex
         raw_text = data if isinstance(data, str) else data.decode("utf-8", errors="replace")
-        # Off the event loop: the insert and its audit record each commit (fsync) to disk.
-        await asyncio.to_thread(self.runs.start_run, run_id, spec.name, spec.version(), raw_text, initiator, owner=self.owner)
+        # Off the event loop, and only the row's commit (fsync) on the run's path: its `started`
+        # audit record follows in the background (recoverable from the row: record_repair.py).
+        await self._in_store(self.runs.start_run, run_id, spec.name, spec.version(), raw_text, initiator, owner=self.owner, defer_audit=True)
         return await self._execute(spec, run_id, data, initiator=initiator, on_event=on_event, resume=False, confidential=confidential)
 
     async def resume(self, spec: WorkflowSpec, run_id: str, *, on_event: EventSink | None = None) -> RunResult:
@@ -324,6 +330,12 @@ class WorkflowRunner:
             except ApprovalPending as exc:  # nothing is lost: the checkpoint holds the run while it waits
                 result.status, result.approval = "waiting_approval", stamp_request(spec, exc.request)
             except asyncio.CancelledError:
+                if self.stopping:  # the process stops, not the run: recovery resumes it from its checkpoint
+                    result.status = "interrupted"
+                    result.error = {"type": "Interrupted", "code": "interrupted", "message": "the server stopped during the run; the next one to start resumes it"}
+                    span.set_attribute("flotilla.status", result.status)
+                    self.runs.interrupt_run(run_id, result.error)
+                    raise
                 # Ctrl-C or an MCP client's cancellation: keep the run's record honest, then let it unwind.
                 result.status = "cancelled"
                 result.error = {"type": "Cancelled", "code": "cancelled", "message": "the run was cancelled before it finished; resume it to continue"}
@@ -349,17 +361,24 @@ class WorkflowRunner:
         # No flush here: spans reach the audit store and OTLP in the background (redaction can
         # take seconds); the runtime flushes on shutdown.
         if result.status == "waiting_approval":
-            await asyncio.to_thread(self.runs.wait_for_approval, run_id, result.steps, result.approval)
+            await self._in_store(self.runs.wait_for_approval, run_id, result.steps, result.approval)
             await emit("approval", approval=result.approval)
             return result
         # In a thread: redacting what the run store keeps can take a while, and other runs share the loop.
-        await asyncio.to_thread(self.runs.finish_run, run_id, result.status, result.steps, output=result.output, error=result.error)
+        await self._in_store(self.runs.finish_run, run_id, result.status, result.steps, output=result.output, error=result.error)
         if result.status in DONE and self._saver is not None:
             await self._forget_checkpoint(run_id)
         if result.status in DONE and getattr(self.tools, "journal", None) is not None:  # nothing will re-send its calls
-            await asyncio.to_thread(self.tools.journal.forget_run, run_id)  # type: ignore[union-attr]
+            await self._in_store(self.tools.journal.forget_run, run_id)  # type: ignore[union-attr]
         await emit("finished", status=result.status, error=result.error)
         return result
+
+    async def _in_store(self, write: Any, *args: Any, **kwargs: Any) -> Any:
+        """A run-store write on the store's own threads (as asyncio.to_thread, context included):
+        a burst of runs' starts and finishes shares commits instead of queueing for the loop's few
+        default threads, one fsync after another."""
+        call = functools.partial(contextvars.copy_context().run, functools.partial(write, *args, **kwargs))
+        return await asyncio.get_running_loop().run_in_executor(getattr(self.runs, "executor", None), call)
 
     async def _forget_checkpoint(self, run_id: str) -> None:
         """Nothing is left to resume: the checkpoint's raw state goes (retention of checkpoints)."""

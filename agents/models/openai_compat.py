@@ -144,20 +144,25 @@ class OpenAICompatibleClient:
             return await client.post("/chat/completions", cast_to=ChatCompletion, body=body,
                                      options={"timeout": timeout, "security": {"bearer_auth": True}})
 
-        policy = retrying(_retryable, attempts=self._attempts, backoff_s=self._backoff_s)
-        policy = policy.copy(stop=stop_after_attempt(self._attempts) | stop_before_delay(budget))
         failures: list[BaseException] = []
+
+        async def attempt_once() -> tuple[Any, Any]:
+            try:
+                return await self._pool.call(send, failover=_retryable, deadline=deadline)
+            except NoReplicaAvailable:
+                raise
+            except Exception as exc:
+                failures.append(exc)
+                raise
+
         try:
             async with asyncio.timeout(budget):
-                async for attempt in policy:
-                    with attempt:
-                        try:
-                            response, replica = await self._pool.call(send, failover=_retryable, deadline=deadline)
-                        except NoReplicaAvailable:
-                            raise
-                        except Exception as exc:
-                            failures.append(exc)
-                            raise
+                try:  # the first attempt outside tenacity: its async machinery costs the loop ~0.08 ms a call
+                    response, replica = await attempt_once()
+                except NoReplicaAvailable:
+                    raise
+                except Exception as exc:
+                    response, replica = await self._retry(attempt_once, exc, started, budget)
         except NoReplicaAvailable as exc:
             if not failures:  # open before this call: say so
                 raise ModelUnavailable(f"model {self.model!r}: {exc}") from None
@@ -184,6 +189,20 @@ class OpenAICompatibleClient:
             finish_reason=choice.finish_reason or "stop",
             extra={"endpoint": replica.url},
         )
+
+    async def _retry(self, attempt_once: Any, first: Exception, started: float, budget: float) -> tuple[Any, Any]:
+        """Attempts 2..n after a failed first one, as one tenacity policy over all n would run them:
+        the same exponential backoff (`backoff_s`, then twice that, …), none past the deadline."""
+        spent = time.perf_counter() - started
+        if self._attempts <= 1 or not _retryable(first) or spent + self._backoff_s >= budget:
+            raise first
+        await asyncio.sleep(self._backoff_s)
+        policy = retrying(_retryable, attempts=self._attempts - 1, backoff_s=self._backoff_s * 2)
+        policy = policy.copy(stop=stop_after_attempt(self._attempts - 1) | stop_before_delay(budget - spent - self._backoff_s))
+        async for attempt in policy:
+            with attempt:
+                return await attempt_once()
+        raise first  # not reached: the policy re-raises the last error
 
     def _typed(self, exc: BaseException, budget: float) -> Exception:
         """The typed flotilla error for what went wrong in a call (anything else: as it is)."""

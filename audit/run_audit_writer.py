@@ -1,0 +1,77 @@
+"""A run's lifecycle records in the audit chain, appended after the run store's own commits.
+
+The runs row and the chain live in two databases, and each commit is an fsync (2–17 ms on this
+machine's shared disk). A run's start waited for two of them in a row before its first step:
+its row, then its `started` record. Now:
+
+- `later(...)`: the record is appended in the background, after the row. Used for a run's start:
+  its row is on disk already, and a record the chain misses is recoverable from the row (a kill
+  in between: graphs/record_repair.py appends it, marked repaired), as before.
+- `now(...)`: appended in the caller's thread. Used for a run's finish, after its row: both are on
+  disk before the run is reported finished.
+
+A run's records keep their order in the chain: each waits for the run's previous one.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
+
+from flotilla.audit.store import AuditStore
+
+__all__ = ["RunAuditWriter"]
+
+log = logging.getLogger(__name__)
+
+
+class RunAuditWriter:
+    def __init__(self, audit: AuditStore, *, workers: int = 4) -> None:
+        self.audit = audit
+        # A few threads: concurrent appends share one audit commit (the store's group commit).
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="flotilla-run-audit")
+        self._pending: dict[str, Future[int]] = {}
+        self._lock = threading.Lock()
+
+    def now(self, run_id: str, event: dict[str, Any]) -> None:
+        """Append the record in the caller's thread, after the run's earlier ones."""
+        self.settle(run_id)
+        self.audit.record("run", {"run_id": run_id, **event}, run_id=run_id)
+
+    def later(self, run_id: str, event: dict[str, Any]) -> None:
+        """Append the record in the background; the run's next record waits for it."""
+        self.settle(run_id)
+        future = self._pool.submit(self.audit.record, "run", {"run_id": run_id, **event}, run_id=run_id)
+        with self._lock:
+            self._pending[run_id] = future
+        future.add_done_callback(lambda done: self._done(run_id, done))
+
+    def settle(self, run_id: str) -> None:
+        """Wait until the run's background record is in the chain (or has failed: then record
+        repair appends it from the row; the run's own progress does not stop for it)."""
+        with self._lock:
+            future = self._pending.get(run_id)
+        if future is not None:
+            try:
+                future.result()
+            except Exception:  # noqa: BLE001 — logged in _done; recoverable from the row
+                pass
+
+    def drain(self) -> None:
+        """Every background record on disk (before shutdown)."""
+        with self._lock:
+            pending = list(self._pending.values())
+        for future in pending:
+            try:
+                future.result()
+            except Exception:  # noqa: BLE001 — logged in _done
+                pass
+
+    def _done(self, run_id: str, future: Future[int]) -> None:
+        with self._lock:
+            if self._pending.get(run_id) is future:
+                del self._pending[run_id]
+        if (error := future.exception()) is not None:
+            log.warning("run %s: its audit record was not appended (%s); record repair appends it from the run's row", run_id, error)

@@ -1,0 +1,87 @@
+"""A run's `run` records off the run's path (audit/run_audit_writer.py): the start's record in the
+background, the finish's after its row; per-run order kept, nothing lost, the chain verifies."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+from flotilla.audit.runs import RunStore
+from flotilla.audit.store import AuditStore
+from flotilla.graphs.record_repair import repair_run_records
+
+
+def stores(tmp: Path) -> RunStore:
+    return RunStore(f"sqlite:///{tmp / 'runs.sqlite'}", audit=AuditStore(f"sqlite:///{tmp / 'audit.sqlite'}"))
+
+
+def events(runs: RunStore, run_id: str) -> list[str]:
+    return [r.payload["event"] for r in runs.audit.run_records(run_id) if r.kind == "run"]
+
+
+def test_a_deferred_start_record_precedes_the_finish_and_both_are_on_disk_when_finish_returns(tmp_path: Path) -> None:
+    runs = stores(tmp_path)
+    runs.start_run("r1", "wf", "v1", "invoice text", "cli:alice", defer_audit=True)
+    assert runs.get_run("r1").status == "running"  # the row is on disk when start_run returns
+    runs.finish_run("r1", "succeeded", [{"agent": "extract"}], output={"ok": True})
+    # No drain: finish_run returns once its row and both records are committed.
+    assert events(runs, "r1") == ["started", "finished"]
+    assert runs.audit.run_summary("r1")["status"] == "succeeded"
+    assert runs.audit.verify().ok
+
+
+def test_many_runs_started_and_finished_at_once_keep_each_runs_order(tmp_path: Path) -> None:
+    runs = stores(tmp_path)
+    errors: list[BaseException] = []
+
+    def one(i: int) -> None:
+        try:
+            runs.start_run(f"r{i}", "wf", "v1", f"input {i}", None, defer_audit=True)
+            runs.finish_run(f"r{i}", "succeeded" if i % 3 else "failed", [], error=None if i % 3 else {"message": "boom"})
+        except BaseException as exc:  # noqa: BLE001 — reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(40)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    for i in range(40):
+        assert events(runs, f"r{i}") == ["started", "finished"], i
+        assert runs.get_run(f"r{i}").status == ("succeeded" if i % 3 else "failed")
+    assert runs.audit.count() == 80
+    assert runs.audit.verify().ok
+
+
+def test_a_start_record_the_chain_refused_is_repaired_from_the_row_and_the_run_still_finishes(tmp_path: Path) -> None:
+    runs = stores(tmp_path)
+    record = runs.audit.record
+    refused = threading.Event()
+
+    def refuse_the_start(kind, payload, *, run_id=None):
+        if payload.get("event") == "started" and not refused.is_set():
+            refused.set()
+            raise OSError("disk full")
+        return record(kind, payload, run_id=run_id)
+
+    runs.audit.record = refuse_the_start  # the chain's database fails once, on the start's record
+    try:
+        runs.start_run("r1", "wf", "v1", "x", "alice", defer_audit=True)
+        runs.finish_run("r1", "succeeded", [])  # the run's own outcome does not wait on the chain's failure
+    finally:
+        del runs.audit.record
+    assert refused.is_set() and runs.get_run("r1").status == "succeeded"
+    assert events(runs, "r1") == ["finished"]
+    [repaired] = repair_run_records(runs, grace_s=0)
+    assert (repaired.run_id, repaired.event) == ("r1", "started")
+    assert sorted(events(runs, "r1")) == ["finished", "started"]
+    assert runs.audit.verify().ok
+
+
+def test_drain_waits_for_a_start_record_still_being_appended(tmp_path: Path) -> None:
+    runs = stores(tmp_path)
+    runs.start_run("r1", "wf", "v1", "x", None, defer_audit=True)
+    runs.audit_writer.drain()
+    assert events(runs, "r1") == ["started"]
+    assert runs.audit.verify().ok
