@@ -45,6 +45,7 @@ __all__ = [
     "Orphan",
     "Recovered",
     "find_orphans",
+    "settle_unstarted",
     "recover_orphans",
     "Heartbeat",
     "RecoveryLoop",
@@ -156,6 +157,23 @@ def find_orphans(runs: RunStore, *, lease_s: float = LEASE_S, now: datetime | No
     return orphans
 
 
+def settle_unstarted(runs: RunStore, *, lease_s: float = LEASE_S, now: datetime | None = None) -> list[str]:
+    """Runs an idempotency key claimed whose process died before starting them: nothing ran and
+    their input was never kept, so they end `failed` saying so (a retry with the same key gets
+    that answer, not a run pending forever). Returns their ids."""
+    now = now or datetime.now(UTC)
+    settled = []
+    for run_id, owner, heartbeat_at in runs.unstarted_claims():
+        if owner_is_alive(owner, heartbeat_at, now=now, lease_s=lease_s):
+            continue
+        error = {"type": "NotStarted", "code": "not_started",
+                 "message": f"the process that accepted this run ({owner}) stopped before starting it; nothing ran: submit it again with a new idempotency key"}
+        if runs.fail_unstarted(run_id, owner, error):
+            settled.append(run_id)
+            log.warning("run %s was accepted by process %s, which died before starting it: marked failed", run_id, owner)
+    return settled
+
+
 SpecResolver = Callable[[str, "str | None"], "WorkflowSpec"]
 """(workflow name, version the run started with) -> the workflow to resume it with."""
 
@@ -206,6 +224,10 @@ async def recover_orphans(
         await asyncio.to_thread(repair_run_records, runner.runs, grace_s=lease_s)
     except Exception:  # noqa: BLE001 — the audit store may be down; orphans still resume, the next round repairs
         log.exception("could not repair missing run records in the audit chain")
+    try:
+        await asyncio.to_thread(settle_unstarted, runner.runs, lease_s=lease_s)
+    except Exception:  # noqa: BLE001 — the next round tries again
+        log.exception("could not settle runs claimed by a process that died before starting them")
     orphans = await asyncio.to_thread(find_orphans, runner.runs, lease_s=lease_s)
     gate = asyncio.Semaphore(concurrency)
 

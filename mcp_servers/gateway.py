@@ -3,7 +3,9 @@
 A tool call runs the workflow on the input text and returns the run's output as structured
 content (plus the same JSON as text). Each finished agent step is a progress notification;
 a cancelled call (the client sends `notifications/cancelled`, or drops the HTTP stream)
-cancels the run, which is recorded as `cancelled`.
+cancels the run, which is recorded as `cancelled`. An optional `idempotency_key` argument means
+what the HTTP API's Idempotency-Key header does: a repeated call with it starts no second run and
+returns the first run's result.
 
 Statuses (graphs/status.py): `succeeded` returns the result; `needs_review` also returns it —
 the run finished and its output is real, so it is not a tool error — with `status` first, the
@@ -22,6 +24,7 @@ time and never logged.
 
 import asyncio
 import contextlib
+import functools
 import hmac
 import ipaddress
 import json
@@ -41,6 +44,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from flotilla.audit.errors import ConfigError
 from flotilla.graphs import RunEvent, WorkflowRunner, WorkflowSpec, list_workflows, load_workflow
+from flotilla.graphs.outcome import RunResult
 
 __all__ = ["Gateway", "GatewayHttp", "WorkflowToolResult", "check_bind", "RunnerFactory"]
 
@@ -48,6 +52,13 @@ log = logging.getLogger(__name__)
 
 RunnerFactory = Callable[[], WorkflowRunner]
 """Builds the runner the gateway uses; called once, lazily, inside the serving event loop."""
+
+IDEMPOTENCY_KEY = Field(
+    min_length=1, max_length=200,
+    description="Optional. The same key never starts two runs (as the HTTP API's Idempotency-Key): a repeated call returns the first run's result.",
+)
+KEY_POLL_S = 0.1
+"""How often a repeated call looks whether the run its key started has stopped going."""
 
 
 class WorkflowToolResult(BaseModel):
@@ -124,9 +135,11 @@ class Gateway:
         gateway = self
 
         async def run_workflow(
-            input: Annotated[str, Field(description=spec.input.description)], ctx: Context
+            input: Annotated[str, Field(description=spec.input.description)],
+            ctx: Context,
+            idempotency_key: Annotated[str | None, IDEMPOTENCY_KEY] = None,
         ) -> Annotated[CallToolResult, WorkflowToolResult]:
-            return await gateway._run(spec, input, ctx)
+            return await gateway._run(spec, input, ctx, idempotency_key)
 
         description = " ".join((spec.description or f"Run the {spec.name} workflow.").split())
         agents = f" (Agents: {', '.join(spec.agents)}.)" if spec.agents else ""  # a Python workflow builds its own
@@ -139,9 +152,14 @@ class Gateway:
             structured_output=True,
         )
 
-    async def _run(self, spec: WorkflowSpec, text: str, ctx: Context) -> CallToolResult:
+    async def _run(self, spec: WorkflowSpec, text: str, ctx: Context, idempotency_key: str | None = None) -> CallToolResult:
         runner = await self.runner()
         run_id = uuid.uuid4().hex
+        if idempotency_key:  # the same key as over HTTP (Submission.idempotency_key): one run per key, whichever door
+            claim = functools.partial(runner.runs.claim_run, owner=runner.owner)  # its process dying first: settled by recovery
+            holder = await asyncio.to_thread(claim, run_id, spec.name, spec.version(), idempotency_key, self.initiator)
+            if holder != run_id:
+                return self._tool_result(await self._run_of_key(runner, holder, spec, idempotency_key))
         total = len(spec.agents) if spec.kind == "workflow" else None  # research fans out; Python builds its own
         steps: list[dict[str, Any]] = []
 
@@ -159,6 +177,20 @@ class Gateway:
         # A cancelled call cancels this task: the runner records the run as `cancelled` and re-raises.
         result = await runner.run(spec, text, run_id=run_id, initiator=self.initiator, on_event=on_event)
         return self._tool_result(result)
+
+    @staticmethod
+    async def _run_of_key(runner: WorkflowRunner, run_id: str, spec: WorkflowSpec, key: str) -> RunResult:
+        """The run an earlier call with this key started, once it stops going (this call waits as
+        that one does); a key already used for another workflow is the caller's mistake."""
+        while True:
+            record = await asyncio.to_thread(runner.runs.get_run, run_id)
+            if record is None:
+                raise ToolError(f"idempotency key {key!r} names run {run_id}, which no longer exists (pruned); use a new key")
+            if record.workflow != spec.name:
+                raise ToolError(f"idempotency key {key!r} already started run {run_id} of workflow {record.workflow}, not {spec.name}; use a new key")
+            if record.status not in ("pending", "running"):
+                return RunResult(run_id, record.workflow, record.status, record.output, record.steps, record.error, approval=record.approval)  # type: ignore[arg-type]
+            await asyncio.sleep(KEY_POLL_S)
 
     def _tool_result(self, result: Any) -> CallToolResult:
         if result.status not in ("succeeded", "needs_review", "waiting_approval"):

@@ -10,6 +10,7 @@ is replayed from its record in the run store.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import uuid
 from collections import OrderedDict
@@ -127,10 +128,20 @@ class LocalBackend:
         run_id = submission.run_id or uuid.uuid4().hex
         if submission.idempotency_key:
             holder = await asyncio.to_thread(
-                self.runner.runs.claim_run, run_id, spec.name, spec.version(), submission.idempotency_key, submission.initiator
+                functools.partial(self.runner.runs.claim_run, owner=self.runner.owner),
+                run_id, spec.name, spec.version(), submission.idempotency_key, submission.initiator,
             )
             if holder != run_id:  # an earlier submit with this key started it
                 return holder
+            try:
+                return self._submit(run_id, spec, submission)
+            except Exception as exc:  # the key is claimed: its row says what became of the run, never `pending` forever
+                error = {"type": type(exc).__name__, "code": "not_started", "message": f"the run was accepted but could not start ({exc!r}); submit it again with a new idempotency key"}
+                await asyncio.to_thread(self.runner.runs.fail_unstarted, run_id, self.runner.owner, error)
+                raise
+        return self._submit(run_id, spec, submission)
+
+    def _submit(self, run_id: str, spec: WorkflowSpec, submission: Submission) -> str:
         events = self._new_log(run_id)
         self._accepted[run_id] = RunRecord(
             run_id, spec.name, spec.version(), "pending", None, None, None, [], submission.initiator, datetime.now(UTC), None
@@ -140,6 +151,11 @@ class LocalBackend:
         )
 
         def cancelled_in_queue() -> None:  # the 202 promised a run: its record says what became of it
+            if self.runner.stopping:  # the server stops: kept (input and all) for the next one to start
+                self.runner.runs.start_run(run_id, spec.name, spec.version(), submission.input, submission.initiator, owner=self.runner.owner)
+                error = {"type": "Interrupted", "code": "interrupted", "message": "the server stopped before the run started; the next one to start runs it"}
+                self.runner.runs.interrupt_run(run_id, error)
+                return
             self.runner.runs.start_run(run_id, spec.name, spec.version(), submission.input, submission.initiator)
             error = {"type": "Cancelled", "code": "cancelled", "message": "the run was cancelled before it started"}
             self.runner.runs.finish_run(run_id, "cancelled", [], error=error)
@@ -203,7 +219,9 @@ class LocalBackend:
         return None
 
     async def aclose(self) -> None:
-        """Cancel the runs still going (their records say so); the runner belongs to its owner."""
+        """Stop the runs still going, left `interrupted` (not cancelled): crash recovery resumes them
+        in the next process to start (graphs/recovery.py). The runner belongs to its owner."""
+        self.runner.stopping = True
         tasks = [task for task in self._tasks.values() if not task.done()]
         for task in tasks:
             task.cancel()

@@ -19,7 +19,7 @@ import asyncio
 import dataclasses
 import hashlib
 import uuid
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from flotilla.audit.errors import InvalidInput
@@ -51,10 +51,16 @@ def run_id_for_key(idempotency_key: str) -> str:
 class TemporalBackend:
     name = "temporal"
 
-    def __init__(self, options: TemporalSettings, runs: RunStore, *, client: Client | None = None, workflows: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self, options: TemporalSettings, runs: RunStore, *, client: Client | None = None, workflows: Mapping[str, str] | None = None,
+        resolve: Callable[[str], WorkflowSpec] | None = None,
+    ) -> None:
         self.options = options
         self.workflows = workflows
         """Registered Python workflows (settings.workflows), to find a run's workflow by name."""
+        self.resolve = resolve
+        """How `submit` finds a workflow: `flotilla serve` passes names only (local.named_workflows),
+        so a caller over HTTP cannot make it read a file; None (the CLI): a name or a YAML path."""
         self.runs = runs
         """The run store the workers write (shared database): status reads it."""
         self._client = client
@@ -280,10 +286,10 @@ class TemporalBackend:
         return await self.status(run_id)
 
     def _spec(self, workflow: str) -> WorkflowSpec:
-        """The workflow as this process loads it (a name or YAML file): its version picks the queue."""
+        """The workflow as this process loads it (a name, or a YAML file for the CLI): its version picks the queue."""
         from flotilla.graphs.catalog import load_workflow
 
-        return load_workflow(workflow, self.workflows)
+        return self.resolve(workflow) if self.resolve is not None else load_workflow(workflow, self.workflows)
 
     async def aclose(self) -> None:
         self._client = None  # the client holds no resources the process must release

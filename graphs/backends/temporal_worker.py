@@ -12,7 +12,9 @@ What temporalio-langgraph 0.1.0 (pinned in pyproject) does and asks of us, read 
   module-level (`task_id` refuses `<locals>` qualnames), so each is renamed below. Only the state
   (JSON) and a stripped RunnableConfig cross the boundary: no callbacks, stores or live objects.
 - Activities never heartbeat by themselves: `_heartbeating` beats while a node runs, so a killed
-  worker is noticed within `heartbeat_timeout` and the step is retried on another worker.
+  worker is noticed within `heartbeat_timeout` and the step is retried on another worker. The
+  beats name this worker, so the retry writes a `recovered` audit record saying who took the
+  step over from whom, on which attempt (as a local take-over does).
 - `interrupt()` inside an activity comes back as the workflow's `__interrupt__`; resuming is
   `Command(resume=…)` with the workflow's `InMemorySaver` (graphs/backends/temporal_workflow.py).
 
@@ -50,10 +52,11 @@ from temporalio.exceptions import ApplicationError
 
 from flotilla.agents.models.policy import RunLedger, run_scope
 from flotilla.audit.errors import ConfigError, FlotillaError
-from flotilla.audit.runs import UNFINISHED
+from flotilla.audit.runs import UNFINISHED, RunStore
 from flotilla.graphs.backends.temporal_workflow import STEP_FAILED, FlotillaRun, RunRequest, versioned_queue
 from flotilla.graphs.compile import StepFailed
 from flotilla.graphs.outcome import RunResult, record_failure, run_policy, select_output
+from flotilla.graphs.recovery import process_owner
 from flotilla.graphs.status import review_error
 from flotilla.graphs.verify_spec import tiers_of
 from flotilla.guardrails.base import RailPoint, own_messages
@@ -95,12 +98,13 @@ def run_context(run_id: str, workflow: str) -> Iterator[None]:
 
 
 @asynccontextmanager
-async def _heartbeating(every_s: float):
-    """Beat while the body runs (a long model call too): Temporal notices a dead worker in time."""
+async def _heartbeating(every_s: float, *details: Any):
+    """Beat while the body runs (a long model call too): Temporal notices a dead worker in time.
+    `details` (this worker) reach the next attempt, which so learns whose step it takes over."""
 
     async def beat() -> None:
         while True:
-            activity.heartbeat()
+            activity.heartbeat(*details)
             await asyncio.sleep(every_s)
 
     task = asyncio.create_task(beat())
@@ -110,15 +114,30 @@ async def _heartbeating(every_s: float):
         task.cancel()
 
 
-def _activity_node(fn: Any, spec: WorkflowSpec, node: str, heartbeat_s: float):
+def _record_retry(runs: RunStore, run_id: str, node: str, worker: str) -> None:
+    """A step's activity on a later attempt: a `recovered` record in the audit chain, as a local
+    take-over writes (graphs/recovery.py) — which worker took the step over, on which attempt, and
+    from whom (the worker the last heartbeat named; none when the step failed without dying)."""
+    info = activity.info()
+    previous = info.heartbeat_details[0] if info.heartbeat_details else None
+    if runs.audit is not None:
+        event = {"run_id": run_id, "event": "recovered", "step": node, "attempt": info.attempt, "previous_owner": previous,
+                 "owner": worker, "backend": "temporal", "task_queue": info.task_queue}
+        runs.audit.record("run", event, run_id=run_id)
+
+
+def _activity_node(fn: Any, spec: WorkflowSpec, node: str, heartbeat_s: float, runs: RunStore | None = None):
     """The node as the body of its activity: the run's policy and trace, heartbeats, and a failed
     step turned into a non-retryable error carrying its record (the agent already escalated)."""
+    worker = process_owner()
 
     async def step(state: dict[str, Any]) -> Any:
         run_id = activity.info().workflow_id
+        if activity.info().attempt > 1 and runs is not None:
+            await asyncio.to_thread(_record_retry, runs, run_id, node, worker)
         policy = run_policy(spec, bool(state.get("confidential")), pii=False)
         with run_context(run_id, spec.name), run_scope(policy, RunLedger()):
-            async with _heartbeating(heartbeat_s):
+            async with _heartbeating(heartbeat_s, worker):
                 try:
                     if inspect.iscoroutinefunction(fn):
                         return await fn(state)
@@ -173,7 +192,7 @@ def run_graphs(specs: dict[str, WorkflowSpec], runtime: Runtime, options: Tempor
             fn = getattr(runnable, "afunc", None) or getattr(runnable, "func", None)
             if fn is None:
                 raise ConfigError(f"workflow {name!r}: node {node_name!r} is not a plain function node; the temporal backend runs function nodes only")
-            node.runnable = RunnableCallable(None, _activity_node(fn, spec, node_name, options.heartbeat_s), name=node_name)
+            node.runnable = RunnableCallable(None, _activity_node(fn, spec, node_name, options.heartbeat_s, runtime.runs), name=node_name)
             agent = spec.agents.get(node_name) if spec.agents else None
             tiers = len(tiers_of(agent)) if agent is not None and agent.kind == "model" else 1
             timeout = (agent.timeout_s * tiers + 60) if agent is not None and agent.timeout_s else options.step_timeout_s
@@ -187,6 +206,17 @@ def run_graphs(specs: dict[str, WorkflowSpec], runtime: Runtime, options: Tempor
             node.retry_policy = None
         graphs[name] = builder
     return graphs
+
+
+def _beating(method: Callable[..., Any]) -> Callable[..., Any]:
+    """A bookkeeping activity that heartbeats while it runs (see `_BOOKKEEPING`'s heartbeat timeout)."""
+
+    @functools.wraps(method)
+    async def beating(self: RunActivities, arg: Any) -> Any:
+        async with _heartbeating(self.runtime.settings.temporal.heartbeat_s, process_owner()):
+            return await method(self, arg)
+
+    return beating
 
 
 class RunActivities:
@@ -213,6 +243,7 @@ class RunActivities:
         return notices + (list(rail_notices(spec.name)) if rail_notices is not None else [])
 
     @activity.defn(name="flotilla.prepare_run")
+    @_beating
     async def prepare_run(self, request: RunRequest) -> dict[str, Any]:
         spec, runs = self._spec(request.workflow), self.runner.runs
         if request.version and request.version != spec.version():  # the versioned queues keep this from happening
@@ -242,6 +273,7 @@ class RunActivities:
         return {"start": start, "max_steps": spec.settings.max_steps, "notices": self._notices(spec), "confidential": policy.confidential}
 
     @activity.defn(name="flotilla.await_approval")
+    @_beating
     async def await_approval(self, waiting: dict[str, Any]) -> dict[str, Any]:
         """The run store says `waiting_approval` with the request as graphs/approval.py keeps it
         (step, what the approver sees, deadline): every front door reads it there."""
@@ -253,6 +285,7 @@ class RunActivities:
         return stamped
 
     @activity.defn(name="flotilla.record_decision")
+    @_beating
     async def record_decision(self, decided: dict[str, Any]) -> None:
         """The decision in the run store and the audit chain, as the local runner records it."""
         request, answer, runs, run_id = decided["approval"], decided["decision"], self.runner.runs, decided["run_id"]
@@ -261,6 +294,7 @@ class RunActivities:
             await asyncio.to_thread(runs.record_approval, run_id, {**event, **answer}, request.get("shows"))
 
     @activity.defn(name="flotilla.finish_run")
+    @_beating
     async def finish_run(self, finish: dict[str, Any]) -> dict[str, Any]:
         spec, runs, run_id = self._spec(finish["workflow"]), self.runner.runs, finish["run_id"]
         existing = await asyncio.to_thread(runs.get_run, run_id)

@@ -37,8 +37,10 @@ escalated through its tiers); details = (step record, run status, error dict).""
 DECIDE_UPDATE = "decide"
 PROGRESS_QUERY = "progress"
 
-# Bookkeeping activities write the run store and may load rail models the first time.
-_BOOKKEEPING = {"start_to_close_timeout": timedelta(minutes=5), "retry_policy": RetryPolicy(maximum_attempts=5)}
+# Bookkeeping activities write the run store and may load rail models the first time (minutes).
+# They heartbeat (temporal_worker.py), so a task lost on its way to a worker — which an overloaded
+# server does — is retried after the heartbeat timeout, not after the whole five minutes.
+_BOOKKEEPING = {"start_to_close_timeout": timedelta(minutes=5), "heartbeat_timeout": timedelta(seconds=30), "retry_policy": RetryPolicy(maximum_attempts=5)}
 
 
 @dataclass

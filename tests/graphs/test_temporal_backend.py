@@ -20,6 +20,7 @@ import pytest
 
 from flotilla.audit.errors import InvalidInput
 from flotilla.audit.runs import RunStore
+from flotilla.audit.store import AuditStore
 from flotilla.graphs.backends.base import ApprovalForbidden, BackendUnavailable, Decision, RunNotFound, RunNotWaiting, Submission
 from flotilla.graphs.backends.temporal import TemporalBackend, run_id_for_key
 from flotilla.graphs.catalog import load_workflow
@@ -142,6 +143,23 @@ async def test_unknown_runs_and_a_server_that_is_down_are_typed_errors(stack: St
     assert await stack.backend().health() is None
 
 
+async def test_serve_s_temporal_backend_takes_workflow_names_only_never_a_file_path(tmp_path: Path) -> None:
+    from flotilla.audit.errors import ConfigError
+    from flotilla.runtime.settings import Settings
+    from flotilla.runtime.wiring import build_runtime
+
+    # As `flotilla serve` wires it: a caller over HTTP must not make the server read a file of its choosing.
+    down = TemporalSettings(address=f"127.0.0.1:{free_port()}", connect_timeout_s=2)
+    runtime = build_runtime(Settings(data_dir=tmp_path / "data", cache_dir=tmp_path / "cache", backend="temporal", temporal=down, metrics=False))
+    try:
+        with pytest.raises(ConfigError, match=r"no workflow named '.*document_triage\.yaml'; known workflows: "):
+            await runtime.backend.submit(Submission(str(REPO / "graphs" / "document_triage.yaml"), SAMPLE))
+        with pytest.raises(BackendUnavailable):  # a name is looked up, then sent (the server is down here)
+            await runtime.backend.submit(Submission("document_triage", SAMPLE))
+    finally:
+        runtime.close()
+
+
 async def test_an_approval_pauses_the_run_and_a_decision_resumes_it_once(stack: Stack) -> None:
     backend = stack.backend()
     run_id = await backend.submit(Submission("approval_py", "Acme Ltd"))
@@ -207,6 +225,12 @@ async def test_a_killed_worker_s_step_is_retried_by_another_worker_and_the_run_f
     assert result["status"] == "succeeded", result
     assert [s["agent"] for s in result["steps"]].count("extract") == 1  # the retried step recorded once
     assert sum(schema_name(body) == "Invoice" for body in stack.model.requests) == before + 2  # called again
+    # The take-over is in the audit chain, as a local one is: which step, which attempt, whose from whom.
+    audit = AuditStore(f"sqlite:///{stack.dir / 'data' / 'audit.sqlite'}")
+    recovered = [r.payload for r in audit.run_records(run_id) if r.kind == "run" and r.payload["event"] == "recovered"]
+    audit.close()
+    assert [(r["step"], r["attempt"], r["backend"]) for r in recovered] == [("extract", 2, "temporal")], recovered
+    assert recovered[0]["previous_owner"].split(":")[1] == str(first.pid) and recovered[0]["owner"].split(":")[1] == str(second.pid)
 
 
 async def test_a_worker_with_another_workflow_version_never_takes_the_run_and_one_with_its_version_does(stack: Stack) -> None:

@@ -120,6 +120,41 @@ async def test_cancelled_call_stops_the_run(tmp_path: Path) -> None:
     assert len(rows) == 1 and rows[0]["status"] == "cancelled" and '"cancelled"' in rows[0]["error"]
 
 
+async def test_the_same_idempotency_key_never_starts_two_runs(tmp_path: Path) -> None:
+    extracts: list[str] = []
+
+    async def respond(request):
+        if request.schema_name == "Invoice":
+            extracts.append(request.schema_name)
+            await asyncio.sleep(0.3)  # the second call arrives while the first run goes
+        return canned_reply(request.schema_name, request.json_schema)
+
+    runners = []
+
+    def factory():
+        runners.append(triage_runner(tmp_path, respond))
+        return runners[-1]
+
+    http = GatewayHttp(Gateway(factory, workflows=["document_triage"]), token=None)
+    with ServedApp(http.app("/mcp")) as served:
+        async with _client(f"{served.url}/mcp", None) as client:
+            tool = (await client.list_tools()).tools[0]
+            assert tool.input_schema["required"] == ["input"] and "idempotency_key" in tool.input_schema["properties"]
+            arguments = {"input": INVOICE, "idempotency_key": "invoice-0412-mcp"}
+            first, again = await asyncio.gather(*(client.session.call_tool("document_triage", arguments) for _ in range(2)))
+            later = await client.session.call_tool("document_triage", arguments)  # a retry after the run ended
+            other = await client.session.call_tool("document_triage", {"input": INVOICE, "idempotency_key": "another-key"})
+            bad = await client.session.call_tool("document_triage", {"input": INVOICE, "idempotency_key": ""})
+
+    results = [first.structured_content, again.structured_content, later.structured_content]
+    assert {r["run_id"] for r in results} == {first.structured_content["run_id"]}
+    assert all(r["status"] == "succeeded" and r["steps"] == 7 for r in results), results
+    assert other.structured_content["run_id"] != first.structured_content["run_id"]
+    assert len(extracts) == 2  # one model call per key, not per tool call
+    assert runners[0].runs.run_for_key("invoice-0412-mcp") == first.structured_content["run_id"]
+    assert bad.is_error and "idempotency_key" in bad.content[0].text  # an empty key is refused, not ignored
+
+
 def _finished(runners) -> bool:
     from flotilla.audit.runs import runs as table
 
