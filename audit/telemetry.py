@@ -62,7 +62,7 @@ class Telemetry:
     ) -> None:
         """`write_ahead` (e.g. `<data_dir>/span-wal`): each finished span is logged there until it is
         exported, so a killed process loses none; logs that dead processes left are exported
-        (once each into the audit store) in the background, starting now."""
+        (once each into the audit store) in the background: now, every 30 s and at each `flush`."""
         self.provider = TracerProvider(resource=Resource.create({"service.name": service_name}))
         # First, so every span names its run before any exporter sees it.
         from flotilla.audit.exporter import RunContextProcessor
@@ -74,7 +74,7 @@ class Telemetry:
 
             self.provider.add_span_processor(MetricsSpanProcessor(metrics))
         self._batches: list[BatchSpanProcessor] = []
-        self._recoveries: list[threading.Thread] = []
+        self._recoveries: list[_LogRecovery] = []
         for index, exporter in enumerate(exporters):
             # A deep queue: the SDK drops spans when it is full, and a dropped span is a hole in the audit trail.
             if write_ahead is None:
@@ -85,9 +85,7 @@ class Telemetry:
                 wal = SpanWriteAheadLog(logs)
                 batch = BatchSpanProcessor(AcknowledgingExporter(exporter, wal), max_queue_size=MAX_QUEUE)
                 self.provider.add_span_processor(WriteAheadSpanProcessor(batch, wal))
-                recovery = threading.Thread(target=_recover, args=(logs, exporter), name="flotilla-span-wal-recovery", daemon=True)
-                recovery.start()
-                self._recoveries.append(recovery)
+                self._recoveries.append(_LogRecovery(logs, exporter))
             self._batches.append(batch)
 
     @property
@@ -102,7 +100,7 @@ class Telemetry:
         queue unexported. Each processor's own flush blocks until its queue is empty.
         """
         for recovery in self._recoveries:
-            recovery.join()
+            recovery.once()  # also takes the logs of processes that died since the last pass
         for batch in self._batches:
             batch.force_flush()
 
@@ -110,18 +108,41 @@ class Telemetry:
         """Drain every queue fully, then stop. The SDK's shutdown gives its worker 30 s and drops
         what is still queued after that; draining first means it has nothing left to drop."""
         self.flush()
+        for recovery in self._recoveries:
+            recovery.stop()
         self.provider.shutdown()
         if self.metrics is not None:
             self.metrics.shutdown()  # a last collection goes out over OTLP
 
 
-def _recover(logs: Path, exporter: SpanExporter) -> None:
-    """Export what dead processes left in their write-ahead logs (`replay` where the exporter has it)."""
-    send = getattr(exporter, "replay", exporter.export)
-    try:
-        count = recover(logs, lambda spans: send(spans) is SpanExportResult.SUCCESS)
-    except Exception:  # never take the runtime down over a leftover log; it stays for the next process
-        log.exception("could not recover the span write-ahead logs under %s", logs)
-        return
-    if count:
-        log.warning("exported %d spans a killed process had finished but not exported (write-ahead log %s)", count, logs)
+class _LogRecovery(threading.Thread):
+    """Exports what dead processes left in their write-ahead logs: at start, every `every_s` (a
+    process of the machine may die any time) and at each `flush`; one pass at a time."""
+
+    def __init__(self, logs: Path, exporter: SpanExporter, every_s: float = 30.0) -> None:
+        super().__init__(name="flotilla-span-wal-recovery", daemon=True)
+        self.logs, self.every_s = logs, every_s
+        self._send = getattr(exporter, "replay", exporter.export)  # the audit store skips spans it has
+        self._pass = threading.Lock()
+        self._stopped = threading.Event()
+        self.start()
+
+    def run(self) -> None:
+        while True:
+            self.once()
+            if self._stopped.wait(self.every_s):
+                return
+
+    def stop(self) -> None:
+        self._stopped.set()
+        self.join()
+
+    def once(self) -> None:
+        with self._pass:
+            try:
+                count = recover(self.logs, lambda spans: self._send(spans) is SpanExportResult.SUCCESS)
+            except Exception:  # never take the runtime down over a leftover log; it stays for the next pass
+                log.exception("could not recover the span write-ahead logs under %s", self.logs)
+                return
+        if count:
+            log.warning("exported %d spans a killed process had finished but not exported (write-ahead log %s)", count, self.logs)

@@ -86,10 +86,15 @@ def restart(workflow: str) -> int:
             return {row[0] for row in conn.execute("SELECT run_id FROM runs WHERE status = 'running'")}
 
     orphans = running()
-    with open("restart.log", "ab") as log:
+    log_file = Path("restart.log")
+    seen = log_file.stat().st_size if log_file.exists() else 0
+    with log_file.open("ab") as log:
         proc = subprocess.Popen([sys.executable, "-m", "flotilla.runtime", "worker", "--workflow", workflow], stdout=subprocess.DEVNULL, stderr=log, start_new_session=True)
         deadline = time.monotonic() + 240
         try:
+            # Started, as a real restart is, before it is stopped: it has taken up what dead processes left.
+            while b"flotilla worker:" not in log_file.read_bytes()[seen:] and proc.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.05)
             while running() and time.monotonic() < deadline:
                 time.sleep(0.05)
         finally:

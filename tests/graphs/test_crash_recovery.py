@@ -217,13 +217,16 @@ def test_a_run_killed_mid_run_is_resumed_by_the_next_process_and_the_chain_verif
     assert verify.returncode == 0, output
 
 
-def test_a_short_crash_trial_finishes_every_run_without_duplicates(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("backend", "trials"), [("local", 10), ("temporal", 3)])
+def test_a_short_crash_trial_finishes_every_run_without_duplicates(tmp_path: Path, backend: str, trials: int) -> None:
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "chaos_crash.py"), "--trials", "3", "--json", "--model-delay", "0.2", "--keep", str(tmp_path / "chaos")],
-        capture_output=True, text=True, timeout=900,
+        [sys.executable, str(ROOT / "bench" / "chaos_crash.py"), "--backend", backend, "--trials", str(trials), "--json",
+         "--model-delay", "0.2", "--keep", str(tmp_path / "chaos")],
+        capture_output=True, text=True, timeout=1800,
     )
     figures = json.loads(proc.stdout.splitlines()[-1])
     assert proc.returncode == 0 and figures["ok"], (figures, proc.stderr[-3000:])
-    assert figures["finished"] == 3 and figures["ledger_writes"] == 3 and figures["ledger_duplicated_writes"] == 0
+    assert figures["finished"] == trials and figures["ledger_writes"] == trials and figures["ledger_duplicated_writes"] == 0
     assert figures["audit_lost_records"] == 0 and figures["audit_duplicated_records"] == 0 and figures["audit_verify_ok"]
+    assert figures["audit_lost_step_spans"] == 0  # the span write-ahead log: a killed worker's finished steps stay traced
     assert figures["recovered_by_next_process"] == figures["killed_mid_run"]
