@@ -25,7 +25,7 @@ def open_audit_store(url: str, *, hmac_key: str | bytes | None = None, sanitizer
     return AuditStore(url, hmac_key=hmac_key or None, sanitizer=sanitizer)
 
 
-def require_driver(url: str) -> None:
+def require_driver(url: str, what: str = "audit store") -> None:
     """A PostgreSQL store needs the [postgres] extra (psycopg); say so instead of an ImportError."""
     from sqlalchemy.engine import make_url
     from sqlalchemy.exc import ArgumentError
@@ -38,10 +38,10 @@ def require_driver(url: str) -> None:
         return
     driver = parsed.get_driver_name()
     if driver == "psycopg":
-        MissingExtra.require("a PostgreSQL audit store", "postgres", "psycopg")
+        MissingExtra.require(f"a PostgreSQL {what}", "postgres", "psycopg")
     elif MissingExtra.check("", "", driver) is not None:
         raise ConfigError(
-            f"the audit store URL uses the {driver} driver, which is not installed: write postgresql+psycopg://… "
+            f"the {what} URL uses the {driver} driver, which is not installed: write postgresql+psycopg://… "
             "and pip install 'flotilla[postgres]'"
         )
 

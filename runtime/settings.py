@@ -60,6 +60,9 @@ class Settings(BaseSettings):
     the cost on each chat span, run totals, and the all-frontier counterfactual."""
     audit_url: str | None = None
     """Audit store (SQLAlchemy URL); default sqlite:///<data_dir>/audit.sqlite. Postgres: postgresql+psycopg://…"""
+    runs_url: str | None = None
+    """Run records and the tool-call journal (SQLAlchemy URL); default sqlite:///<data_dir>/runs.sqlite.
+    PostgreSQL (postgresql+psycopg://…) when `flotilla serve` and `flotilla worker`s on several machines share them."""
     audit_content: Literal["off", "redacted", "full"] = "redacted"
     """What prompt/response/tool content the audit trail, OTLP, the trace file and the run store keep."""
     trace_max_bytes: int = Field(default=50_000_000, ge=0)
@@ -100,7 +103,19 @@ class Settings(BaseSettings):
 
     @property
     def run_store_url(self) -> str:
-        return f"sqlite:///{self.data_dir / 'runs.sqlite'}"
+        return self.runs_url or f"sqlite:///{self.data_dir / 'runs.sqlite'}"
+
+    @field_validator("runs_url", mode="after")
+    @classmethod
+    def _runs_url_is_a_database_url(cls, value: str | None) -> str | None:
+        from sqlalchemy.engine import make_url
+        from sqlalchemy.exc import ArgumentError
+
+        try:
+            value is None or make_url(value)
+        except ArgumentError:
+            raise PydanticCustomError("runs_url", "not a database URL: write sqlite:///PATH or postgresql+psycopg://USER:PASSWORD@HOST:PORT/DB") from None
+        return value
 
     @field_validator("checkpoint_url", mode="after")
     @classmethod

@@ -11,7 +11,7 @@ from flotilla.agents.models.openai_compat import OpenAICompatibleClient
 from flotilla.agents.models.registry import ModelEndpoint, ModelRegistry
 from flotilla.audit.runs import RunStore
 from flotilla.audit.sanitize import Sanitizer
-from flotilla.audit.setup import audit_exporters, open_audit_store
+from flotilla.audit.setup import audit_exporters, open_audit_store, require_driver
 from flotilla.audit.store import AuditStore
 from flotilla.audit.metrics import FlotillaMetrics
 from flotilla.audit.telemetry import JsonLinesSpanExporter, Telemetry
@@ -121,6 +121,7 @@ def build_runtime(settings: Settings) -> Runtime:
     registry = build_registry(settings)
     rails = Guardrails(model_resolver=lambda alias: registry.resolve(alias).client)
     # Side-effecting tool calls of runs are journaled beside the runs, so a resumed step never repeats one blindly.
+    require_driver(settings.run_store_url, "run store (runs_url)")
     journal = ToolCallJournal(settings.run_store_url)
     tools = open_hub(settings.mcp_servers, config_file=settings.config_file, tracer=telemetry.tracer, journal=journal)
     runs = RunStore(settings.run_store_url, audit=audit_store, sanitizer=sanitizer)
