@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import httpx
@@ -91,26 +92,18 @@ async def test_cancelled_call_stops_the_run(tmp_path: Path) -> None:
                 raise
         return canned_reply(request.schema_name, request.json_schema)
 
-    runners = []
-
-    def factory():
-        runners.append(triage_runner(tmp_path, respond))
-        return runners[-1]
-
-    http = GatewayHttp(Gateway(factory, workflows=["document_triage"]), token=None)
-    with ServedApp(http.app("/mcp")) as served:
-        async with _client(f"{served.url}/mcp", None) as client:
-            with pytest.raises(MCPError):
-                # the client gives up after 3 s and sends notifications/cancelled
-                await client.session.call_tool("document_triage", {"input": INVOICE}, read_timeout_seconds=3)
-            # Under load the cancel may land before the slow call starts; either way the run
-            # must stop, and a model call that had started must have been cancelled.
-            deadline = time.monotonic() + 15
-            while time.monotonic() < deadline and not (cancelled or (not started.is_set() and _finished(runners))):
-                await asyncio.sleep(0.05)
-            assert cancelled or (not started.is_set() and _finished(runners)), "the model call of the cancelled run kept running"
-            # the gateway still serves after a cancellation
-            assert [t.name for t in (await client.list_tools()).tools] == ["document_triage"]
+    async with _served_triage(tmp_path, respond) as (client, runners):
+        with pytest.raises(MCPError):
+            # the client gives up after 3 s and sends notifications/cancelled
+            await client.session.call_tool("document_triage", {"input": INVOICE}, read_timeout_seconds=3)
+        # Under load the cancel may land before the slow call starts; either way the run
+        # must stop, and a model call that had started must have been cancelled.
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and not (cancelled or (not started.is_set() and _finished(runners))):
+            await asyncio.sleep(0.05)
+        assert cancelled or (not started.is_set() and _finished(runners)), "the model call of the cancelled run kept running"
+        # the gateway still serves after a cancellation
+        assert [t.name for t in (await client.list_tools()).tools] == ["document_triage"]
 
     runs = runners[0].runs
     with runs.engine.connect() as conn:
@@ -129,6 +122,27 @@ async def test_the_same_idempotency_key_never_starts_two_runs(tmp_path: Path) ->
             await asyncio.sleep(0.3)  # the second call arrives while the first run goes
         return canned_reply(request.schema_name, request.json_schema)
 
+    async with _served_triage(tmp_path, respond) as (client, runners):
+        tool = (await client.list_tools()).tools[0]
+        assert tool.input_schema["required"] == ["input"] and "idempotency_key" in tool.input_schema["properties"]
+        arguments = {"input": INVOICE, "idempotency_key": "invoice-0412-mcp"}
+        first, again = await asyncio.gather(*(client.session.call_tool("document_triage", arguments) for _ in range(2)))
+        later = await client.session.call_tool("document_triage", arguments)  # a retry after the run ended
+        other = await client.session.call_tool("document_triage", {"input": INVOICE, "idempotency_key": "another-key"})
+        bad = await client.session.call_tool("document_triage", {"input": INVOICE, "idempotency_key": ""})
+
+    results = [first.structured_content, again.structured_content, later.structured_content]
+    assert {r["run_id"] for r in results} == {first.structured_content["run_id"]}
+    assert all(r["status"] == "succeeded" and r["steps"] == 7 for r in results), results
+    assert other.structured_content["run_id"] != first.structured_content["run_id"]
+    assert len(extracts) == 2  # one model call per key, not per tool call
+    assert runners[0].runs.run_for_key("invoice-0412-mcp") == first.structured_content["run_id"]
+    assert bad.is_error and "idempotency_key" in bad.content[0].text  # an empty key is refused, not ignored
+
+
+@asynccontextmanager
+async def _served_triage(tmp_path: Path, respond):
+    """The gateway serving document_triage over HTTP (scripted model, no token): (client, runners)."""
     runners = []
 
     def factory():
@@ -138,21 +152,7 @@ async def test_the_same_idempotency_key_never_starts_two_runs(tmp_path: Path) ->
     http = GatewayHttp(Gateway(factory, workflows=["document_triage"]), token=None)
     with ServedApp(http.app("/mcp")) as served:
         async with _client(f"{served.url}/mcp", None) as client:
-            tool = (await client.list_tools()).tools[0]
-            assert tool.input_schema["required"] == ["input"] and "idempotency_key" in tool.input_schema["properties"]
-            arguments = {"input": INVOICE, "idempotency_key": "invoice-0412-mcp"}
-            first, again = await asyncio.gather(*(client.session.call_tool("document_triage", arguments) for _ in range(2)))
-            later = await client.session.call_tool("document_triage", arguments)  # a retry after the run ended
-            other = await client.session.call_tool("document_triage", {"input": INVOICE, "idempotency_key": "another-key"})
-            bad = await client.session.call_tool("document_triage", {"input": INVOICE, "idempotency_key": ""})
-
-    results = [first.structured_content, again.structured_content, later.structured_content]
-    assert {r["run_id"] for r in results} == {first.structured_content["run_id"]}
-    assert all(r["status"] == "succeeded" and r["steps"] == 7 for r in results), results
-    assert other.structured_content["run_id"] != first.structured_content["run_id"]
-    assert len(extracts) == 2  # one model call per key, not per tool call
-    assert runners[0].runs.run_for_key("invoice-0412-mcp") == first.structured_content["run_id"]
-    assert bad.is_error and "idempotency_key" in bad.content[0].text  # an empty key is refused, not ignored
+            yield client, runners
 
 
 def _finished(runners) -> bool:
