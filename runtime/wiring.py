@@ -27,7 +27,7 @@ from flotilla.tools.journal import ToolCallJournal
 __all__ = ["Runtime", "build_runtime", "build_registry", "embedded_client", "configured_secrets"]
 
 
-def embedded_client(settings: Settings, adapter: str | None = None) -> ModelClient:
+def embedded_client(settings: Settings, adapter: str | None = None, precision: str = "int8") -> ModelClient:
     from flotilla.audit.errors import MissingExtra
     from flotilla.runtime.console import loading
 
@@ -42,7 +42,7 @@ def embedded_client(settings: Settings, adapter: str | None = None) -> ModelClie
 
         path = resolve_adapter_path(adapter, settings.config_file.parent if settings.config_file else None)
     with loading(f"loading the embedded model{first}" + (f" with adapter {path.name}" if path else "")):
-        engine = get_engine(settings.cache_dir, adapter=path)
+        engine = get_engine(settings.cache_dir, precision=precision, adapter=path)
     return EmbeddedClient(engine, max_tokens=settings.embedded_max_tokens)
 
 

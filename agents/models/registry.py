@@ -45,6 +45,10 @@ class ModelEndpoint(BaseModel):
     adapter: str | None = None
     """`provider: embedded` only: a LoRA adapter (PEFT folder, relative to flotilla.yaml, or
     `package:folder`) the embedded engine merges in for this alias. On vLLM, `model:` names it."""
+    precision: Literal["int8", "fp32"] | None = None
+    """`provider: embedded` only: the engine's weights for this alias. Default `int8` (faster
+    decode); `fp32` is exact — an adapter merged in keeps more of its accuracy (measured in
+    agents/document_triage/adapters/extract/README.md) and answers as vLLM does."""
     api_key_env: str | None = None
     """Name of the environment variable holding the API key (never the key itself)."""
     timeout_s: float = Field(default=60.0, gt=0)
@@ -72,6 +76,8 @@ class ModelEndpoint(BaseModel):
                 raise ValueError("base_url: the same replica URL is listed twice")
         if self.adapter is not None and self.provider != "embedded":
             raise ValueError(f"adapter: only provider embedded merges an adapter; on {self.provider}, `model:` names the served adapter")
+        if self.precision is not None and self.provider != "embedded":
+            raise ValueError(f"precision: only provider embedded has a precision to choose; {self.provider} serves its own")
         return self
 
     @property
@@ -133,8 +139,9 @@ class ModelRegistry:
             raise ConfigError(f"unknown model alias {alias!r}; declare it under `models:` in flotilla.yaml (known: {known})")
         endpoint = self._endpoints.get(alias)
         if endpoint is None or not endpoint.configured:
-            # An adapter alias gets its own engine (base + adapter merged); others share the base one.
-            inner = self._embedded(adapter=endpoint.adapter) if endpoint is not None and endpoint.adapter else self._embedded()
+            # An adapter or precision of its own gets the alias its own engine; others share the base one.
+            own = {"adapter": endpoint.adapter, "precision": endpoint.precision} if endpoint is not None else {}
+            inner = self._embedded(**{key: value for key, value in own.items() if value})
             client = GuardedClient(inner, alias=alias, local=True, prices=self.prices)
             binding = Binding(alias, client, fallback=alias != EMBEDDED_ALIAS, local=True)
         else:

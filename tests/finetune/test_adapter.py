@@ -86,21 +86,28 @@ def test_adapter_paths_resolve_or_say_what_is_missing(tmp_path: Path) -> None:
 
 
 def test_registry_gives_an_adapter_alias_its_own_embedded_client() -> None:
-    made: list[str | None] = []
+    made: list[tuple[str | None, str]] = []
 
-    def embedded(adapter: str | None = None) -> FunctionModel:
-        made.append(adapter)
+    def embedded(adapter: str | None = None, precision: str = "int8") -> FunctionModel:
+        made.append((adapter, precision))
         return FunctionModel(lambda request: "{}", name=f"embedded+{adapter}")
 
     registry = ModelRegistry(
-        {"specialist-extract": ModelEndpoint(adapter="adapters/extract"), "specialist-decide": ModelEndpoint()},
+        {
+            "specialist-extract": ModelEndpoint(adapter="adapters/extract"),
+            "specialist-exact": ModelEndpoint(adapter="adapters/extract", precision="fp32"),
+            "specialist-decide": ModelEndpoint(),
+        },
         embedded=embedded, http_client=lambda e, k: pytest.fail("no HTTP endpoint here"),
     )
     assert registry.resolve("specialist-extract").client.name == "embedded+adapters/extract"
+    registry.resolve("specialist-exact")
     registry.resolve("specialist-decide")
-    assert made == ["adapters/extract", None]
+    assert made == [("adapters/extract", "int8"), ("adapters/extract", "fp32"), (None, "int8")]
     with pytest.raises(ValueError, match="only provider embedded merges an adapter"):
         ModelEndpoint(provider="openai-compatible", base_url="http://127.0.0.1:8000/v1", model="extract", adapter="adapters/extract")
+    with pytest.raises(ValueError, match="only provider embedded has a precision"):
+        ModelEndpoint(provider="openai-compatible", base_url="http://127.0.0.1:8000/v1", model="extract", precision="fp32")
 
 
 class _AdaptedModel(FunctionModel):
