@@ -155,6 +155,7 @@ def prompt_agent(spec: WorkflowSpec, name: str) -> Agent:
         reads=tuple(declared.reads) if declared.reads is not None else None,
         include_input=declared.include_input,
         context=resolve_ref(declared.context) if declared.context else None,
+        max_tokens=declared.max_tokens,  # the budget the workflow gives the step (benches generate with it)
     )
 
 
