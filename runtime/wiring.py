@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from functools import partial
+from typing import Literal
 
 from flotilla.agents.models.base import ModelClient
 from flotilla.agents.models.openai_compat import OpenAICompatibleClient
@@ -27,7 +28,7 @@ from flotilla.tools.journal import ToolCallJournal
 __all__ = ["Runtime", "build_runtime", "build_registry", "embedded_client", "configured_secrets"]
 
 
-def embedded_client(settings: Settings, adapter: str | None = None, precision: str = "int8") -> ModelClient:
+def embedded_client(settings: Settings, adapter: str | None = None, precision: Literal["int8", "fp32"] = "int8") -> ModelClient:
     from flotilla.audit.errors import MissingExtra
     from flotilla.runtime.console import loading
 
