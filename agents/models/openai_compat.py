@@ -18,11 +18,11 @@ from collections.abc import Sequence
 from typing import Any
 
 import openai
-from openai.types.chat import ChatCompletion
 from opentelemetry import trace
 from tenacity import stop_after_attempt, stop_before_delay
 
 from flotilla.agents.models.base import ChatRequest, ChatResult, ModelBadResponse, ModelTimeout, ModelUnavailable, retrying
+from flotilla.agents.models.chat_http import ChatEndpoint
 from flotilla.agents.models.endpoints import (
     BREAKER_STATE_ATTR,
     ENDPOINT_ATTR,
@@ -82,17 +82,17 @@ class OpenAICompatibleClient:
             raise ValueError("OpenAICompatibleClient needs at least one base_url")
         self.base_urls = urls
         # The SDK's own retries are off: tenacity owns the policy, so it is the same everywhere.
-        self._pool: ReplicaPool[openai.AsyncOpenAI] = ReplicaPool(
+        self._pool: ReplicaPool[ChatEndpoint] = ReplicaPool(
             alias=alias or model,
             urls=urls,
-            make_client=lambda url: openai.AsyncOpenAI(base_url=url, api_key=api_key or "unused", max_retries=0, timeout=timeout_s),
+            make_client=lambda url: ChatEndpoint.open(url, api_key or "unused", timeout_s),
             is_failure=_endpoint_failure,
             breaker=breaker or BreakerSettings(),
             health=health or HealthCheck(),
         )
 
     @property
-    def pool(self) -> ReplicaPool[openai.AsyncOpenAI]:
+    def pool(self) -> ReplicaPool[ChatEndpoint]:
         """The replicas with their breakers (states, outstanding calls)."""
         return self._pool
 
@@ -134,15 +134,12 @@ class OpenAICompatibleClient:
 
         body = _plain_body(kwargs)
 
-        async def send(client: openai.AsyncOpenAI) -> Any:
+        async def send(endpoint: ChatEndpoint) -> Any:
             timeout = max(deadline - loop.time(), 0.001)
             if body is None:
-                return await client.chat.completions.create(**{**kwargs, "timeout": timeout})
-            # The SDK's documented `client.post`: the same request `create` sends, without its
-            # type-driven transform walking every message (typing introspection per key, ~1 ms
-            # of event-loop time per call); the reply is parsed into the same ChatCompletion.
-            return await client.post("/chat/completions", cast_to=ChatCompletion, body=body,
-                                     options={"timeout": timeout, "security": {"bearer_auth": True}})
+                return await endpoint.sdk.chat.completions.create(**{**kwargs, "timeout": timeout})
+            # The same request `create` sends, posted without the SDK's per-call machinery (chat_http.py).
+            return await endpoint.post(body, timeout)
 
         failures: list[BaseException] = []
 

@@ -104,3 +104,18 @@ def test_plain_json_requests_skip_the_sdk_transform_and_others_do_not() -> None:
     assert _plain_body({**kwargs, "stream": True}) is None  # streaming goes through `create`
     assert _plain_body({**kwargs, "extra_headers": {"x": "y"}}) is None
     assert _plain_body({**kwargs, "messages": [("user", "hi")]}) is None  # not plain JSON: the SDK's transform handles it
+
+
+def test_a_plain_reply_is_read_directly_and_one_with_tool_calls_as_the_sdk_reads_it() -> None:
+    from openai.types.chat import ChatCompletion
+
+    from flotilla.agents.models.chat_http import PlainReply, reply_of
+
+    plain = {"model": "m", "choices": [{"index": 0, "message": {"role": "assistant", "content": "{}"}, "finish_reason": "stop"}],
+             "usage": {"prompt_tokens": 3, "completion_tokens": 1}}
+    reply = reply_of(plain)
+    assert isinstance(reply, PlainReply)
+    assert (reply.choices[0].message.content, reply.choices[0].finish_reason, reply.usage.prompt_tokens, reply.model) == ("{}", "stop", 3, "m")
+    call = {"id": "c1", "type": "function", "function": {"name": "ledger__find_vendor", "arguments": "{}"}}
+    with_tools = reply_of({**plain, "choices": [{"index": 0, "message": {"role": "assistant", "content": None, "tool_calls": [call]}, "finish_reason": "tool_calls"}]})
+    assert isinstance(with_tools, ChatCompletion) and with_tools.choices[0].message.tool_calls[0].function.name == "ledger__find_vendor"
