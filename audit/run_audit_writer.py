@@ -7,8 +7,13 @@ its row, then its `started` record. Now:
 - `later(...)`: the record is appended in the background, after the row. Used for a run's start:
   its row is on disk already, and a record the chain misses is recoverable from the row (a kill
   in between: graphs/record_repair.py appends it, marked repaired), as before.
-- `now(...)`: appended in the caller's thread. Used for a run's finish, after its row: both are on
-  disk before the run is reported finished.
+- `now(...)`: appended in the caller's thread, after the row: both are on disk on return. Used
+  where the caller needs the record in the chain at once (a wait for approval, a recovery).
+
+A run's finish in the runner uses `later` too: its row is on disk before the run is reported
+finished, its record follows (as `started`'s does, repairable from the row). Reads of the audit
+store in this process wait for the records still in flight (`AuditStore.settle_before_reads`),
+so whoever reads the chain here after a run returns finds its `finished` record.
 
 A run's records keep their order in the chain: each waits for the run's previous one.
 """
@@ -34,6 +39,7 @@ class RunAuditWriter:
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="flotilla-run-audit")
         self._pending: dict[str, Future[int]] = {}
         self._lock = threading.Lock()
+        audit.settle_before_reads(self.drain)
 
     def now(self, run_id: str, event: dict[str, Any]) -> None:
         """Append the record in the caller's thread, after the run's earlier ones."""

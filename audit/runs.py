@@ -93,12 +93,13 @@ class RunStore:
         if self.audit_writer is not None:
             self.audit_writer.later(run_id, event)
 
-    def _commit_with_record(self, run_id: str, write: Any, **event: Any) -> None:
+    def _commit_with_record(self, run_id: str, write: Any, *, defer_audit: bool = False, **event: Any) -> None:
         """`write` in the run store, then the run's audit record (after any it still has in the
-        background); both on disk on return. Row first: a kill in between leaves a record to
-        repair from the row (graphs/record_repair.py), never a record its row contradicts."""
+        background); both on disk on return, or with `defer_audit` the row only and the record in
+        the background. Row first: a kill in between leaves a record to repair from the row
+        (graphs/record_repair.py), never a record its row contradicts."""
         self._group.run(write)
-        self._audit(run_id, **event)
+        (self._audit_later if defer_audit else self._audit)(run_id, **event)
 
     def start_run(
         self,
@@ -240,15 +241,24 @@ class RunStore:
         return won
 
     def finish_run(
-        self, run_id: str, status: str, steps: list[dict[str, Any]], output: Any = None, error: dict[str, Any] | None = None
+        self,
+        run_id: str,
+        status: str,
+        steps: list[dict[str, Any]],
+        output: Any = None,
+        error: dict[str, Any] | None = None,
+        *,
+        defer_audit: bool = False,
     ) -> None:
-        """Record the outcome; what is stored of input, output and steps follows the content policy."""
+        """Record the outcome; what is stored of input, output and steps follows the content policy.
+        `defer_audit`: return once the row is on disk; the `finished` record follows in the
+        background (as a run's `started` one does: recoverable from the row)."""
         row = None
         if status not in UNFINISHED:
             with self.engine.connect() as conn:  # the raw input is only ever replaced here, by this run's own finish
                 row = conn.execute(select(runs.c.input, runs.c.content).where(runs.c.run_id == run_id)).first()
         raw_input = row.input if row is not None and row.content == RAW else None
-        if raw_input is not None and self._finish_deferred(run_id, status, steps, output, error):
+        if raw_input is not None and self._finish_deferred(run_id, status, steps, output, error, defer_audit):
             return
         # Every text of the record redacted as one batch, not one redactor call per string.
         self.sanitizer.prime(content_strings([raw_input, output, steps]))
@@ -263,10 +273,12 @@ class RunStore:
             values.update(input=kept_text(self.sanitizer, raw_input), content=self.sanitizer.policy.value)
         self._commit_with_record(
             run_id, lambda conn: conn.execute(update(runs).where(runs.c.run_id == run_id).values(**values)),
-            event="finished", status=status, steps=len(steps), error=kept_error(self.sanitizer, error),
+            defer_audit=defer_audit, event="finished", status=status, steps=len(steps), error=kept_error(self.sanitizer, error),
         )
 
-    def _finish_deferred(self, run_id: str, status: str, steps: list[dict[str, Any]], output: Any, error: dict[str, Any] | None) -> bool:
+    def _finish_deferred(
+        self, run_id: str, status: str, steps: list[dict[str, Any]], output: Any, error: dict[str, Any] | None, defer_audit: bool
+    ) -> bool:
         """Under `redacted`: the outcome on disk now, content still `raw`, redacted in the
         background (run_redaction.py) so the run's caller does not wait on NER. False: not deferred."""
         if not self.sanitizer.redacts:
@@ -279,7 +291,7 @@ class RunStore:
         values = {**raw, "status": status, "error": _json_or_none(kept), "ended_at": datetime.now(UTC)}
         self._commit_with_record(
             run_id, lambda conn: conn.execute(update(runs).where(runs.c.run_id == run_id).values(**values)),
-            event="finished", status=status, steps=len(steps), error=kept,
+            defer_audit=defer_audit, event="finished", status=status, steps=len(steps), error=kept,
         )
         self.redaction.submit(run_id)
         return True

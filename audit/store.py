@@ -104,6 +104,18 @@ class AuditStore:
         self._lock = threading.Lock()
         # Appends from the exporter and every run's start/finish share commits (one fsync each group).
         self._group = GroupCommit(self._write)
+        self._before_reads: list[Callable[[], None]] = []
+        event.listen(self.engine, "engine_connect", self._settle_before_read)
+
+    def settle_before_reads(self, settle: Callable[[], None]) -> None:
+        """`settle()` runs before each read of the store in this process: records appended in the
+        background (a run's `run` records) are in the chain before anyone here reads it."""
+        self._before_reads.append(settle)
+
+    def _settle_before_read(self, conn: Connection) -> None:
+        if not conn.get_execution_options().get("audit_write"):
+            for settle in self._before_reads:
+                settle()
 
     @property
     def dialect(self) -> str:

@@ -364,8 +364,9 @@ class WorkflowRunner:
             await self._in_store(self.runs.wait_for_approval, run_id, result.steps, result.approval)
             await emit("approval", approval=result.approval)
             return result
-        # In a thread: redacting what the run store keeps can take a while, and other runs share the loop.
-        await self._in_store(self.runs.finish_run, run_id, result.status, result.steps, output=result.output, error=result.error)
+        # Off the loop, and only the row's commit on the run's path: the `finished` audit record
+        # follows in the background (repairable from the row, as `started`'s is).
+        await self._in_store(self.runs.finish_run, run_id, result.status, result.steps, output=result.output, error=result.error, defer_audit=True)
         if result.status in DONE and self._saver is not None:
             await self._forget_checkpoint(run_id)
         if result.status in DONE and getattr(self.tools, "journal", None) is not None:  # nothing will re-send its calls

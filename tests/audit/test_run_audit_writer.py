@@ -1,5 +1,6 @@
 """A run's `run` records off the run's path (audit/run_audit_writer.py): the start's record in the
-background, the finish's after its row; per-run order kept, nothing lost, the chain verifies."""
+background, the finish's after its row (or in the background too, as the runner asks); per-run
+order kept, reads in the process find them, nothing lost, the chain verifies."""
 
 from __future__ import annotations
 
@@ -84,4 +85,31 @@ def test_drain_waits_for_a_start_record_still_being_appended(tmp_path: Path) -> 
     runs.start_run("r1", "wf", "v1", "x", None, defer_audit=True)
     runs.audit_writer.drain()
     assert events(runs, "r1") == ["started"]
+    assert runs.audit.verify().ok
+
+
+def test_a_deferred_finish_record_is_in_the_chain_for_any_reader_in_the_process(tmp_path: Path) -> None:
+    runs = stores(tmp_path)
+    appending = threading.Event()
+    release = threading.Event()
+    record = runs.audit.record
+
+    def slow_finish(kind, payload, *, run_id=None):
+        if payload.get("event") == "finished":
+            appending.set()
+            release.wait(10)
+        return record(kind, payload, run_id=run_id)
+
+    runs.audit.record = slow_finish  # the chain's commit of the finish is slow; the run is not held by it
+    try:
+        runs.start_run("r1", "wf", "v1", "x", None, defer_audit=True)
+        runs.finish_run("r1", "succeeded", [], output={"ok": True}, defer_audit=True)
+        assert runs.get_run("r1").status == "succeeded"  # the row is on disk when finish_run returns
+        assert appending.wait(10)  # ... while its record is still being appended
+        threading.Timer(0.2, release.set).start()
+        assert events(runs, "r1") == ["started", "finished"]  # a read waits for the records in flight
+    finally:
+        release.set()
+        del runs.audit.record
+    assert runs.audit.run_summary("r1")["status"] == "succeeded"
     assert runs.audit.verify().ok
