@@ -14,25 +14,26 @@ import contextlib
 import logging
 import sys
 from dataclasses import dataclass, field
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 import anyio
-from mcp import Client
-from mcp.client.session import ClientSession
-from mcp.client.stdio import StdioServerParameters, stdio_client
-from mcp.client.streamable_http import streamable_http_client
-from mcp.shared._httpx_utils import create_mcp_http_client
-from mcp.shared.exceptions import MCPError
-from mcp_types import CONNECTION_CLOSED, INTERNAL_ERROR, INVALID_REQUEST, REQUEST_TIMEOUT, CallToolResult, Implementation, PaginatedRequestParams, Tool
 
 from flotilla.tools.config import HttpServerConfig, McpServerConfig, StdioServerConfig
 from flotilla.tools.errors import ToolConnectionLost, ToolProtocolError, ToolServerUnavailable, ToolTimeout
+
+# The MCP SDK (~30 MB with starlette, uvicorn, cryptography) is imported where a session is used,
+# so a runtime whose runs never reach a tool never loads it; every configured server is lazy anyway.
+if TYPE_CHECKING:
+    from mcp import Client
+    from mcp.client.session import ClientSession
+    from mcp.shared.exceptions import MCPError
+    from mcp_types import CallToolResult, Tool
 
 __all__ = ["ServerConnection"]
 
 log = logging.getLogger(__name__)
 
-CLIENT_INFO = Implementation(name="flotilla", version="0.1.0")
+CLIENT_NAME, CLIENT_VERSION = "flotilla", "0.1.0"
 _SESSION_TERMINATED = "Session terminated"  # streamable HTTP: the server no longer knows our session id
 
 
@@ -88,6 +89,9 @@ class ServerConnection:
             return self._live.session
 
     async def list_tools(self) -> list[Tool]:
+        from mcp.shared.exceptions import MCPError
+        from mcp_types import PaginatedRequestParams
+
         session = await self.session()
         tools: list[Tool] = []
         cursor: str | None = None
@@ -122,6 +126,9 @@ class ServerConnection:
         (the server annotated the tool read-only or idempotent, or honours the idempotency key in
         `meta`); otherwise ToolConnectionLost. `meta` goes out as the request's `_meta`.
         """
+        from mcp.shared.exceptions import MCPError
+        from mcp_types import CONNECTION_CLOSED, INVALID_REQUEST, REQUEST_TIMEOUT
+
         timeout = timeout_s or self.config.timeout_s
         qualified = f"{self.name}.{tool}"
         for attempt in (1, 2):
@@ -154,6 +161,8 @@ class ServerConnection:
         SDK cannot correlate, so it reports a generic HTTP error. A ping on the same session
         tells the two apart: if the ping fails too, the session is dead.
         """
+        from mcp_types import INTERNAL_ERROR
+
         if not isinstance(self.config, HttpServerConfig) or exc.code != INTERNAL_ERROR:
             return False
         try:
@@ -197,10 +206,13 @@ class ServerConnection:
         return _Live(client=client, owner=owner, stop=stop)
 
     async def _own(self, ready: asyncio.Future[Client], stop: anyio.Event) -> None:
+        from mcp import Client
+        from mcp_types import Implementation
+
         try:
             async with contextlib.AsyncExitStack() as stack:
                 transport = await self._transport(stack)
-                client = Client(transport, mode="auto", client_info=CLIENT_INFO, cache=None)
+                client = Client(transport, mode="auto", client_info=Implementation(name=CLIENT_NAME, version=CLIENT_VERSION), cache=None)
                 await stack.enter_async_context(client)
                 ready.set_result(client)
                 await stop.wait()
@@ -213,6 +225,10 @@ class ServerConnection:
                 raise
 
     async def _transport(self, stack: contextlib.AsyncExitStack) -> Any:
+        from mcp.client.stdio import StdioServerParameters, stdio_client
+        from mcp.client.streamable_http import streamable_http_client
+        from mcp.shared._httpx_utils import create_mcp_http_client
+
         config = self.config
         if isinstance(config, StdioServerConfig):
             params = StdioServerParameters(

@@ -21,12 +21,11 @@ import json
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 from urllib.parse import urlsplit
 
 from jsonschema import validators
 from jsonschema.exceptions import SchemaError
-from mcp_types import CallToolResult, TextContent, Tool
 from opentelemetry import trace
 from opentelemetry.trace import Span, SpanKind, StatusCode, Tracer
 
@@ -39,6 +38,9 @@ from flotilla.tools.errors import ToolArgumentsInvalid, ToolBlocked, ToolCallUnc
 from flotilla.tools.idempotency import HONOURS_KEYS_META, IDEMPOTENCY_META_KEY, CallScope, current_scope, idempotency_key
 from flotilla.tools.journal import ToolCallJournal
 from flotilla.tools.pins import PinState, PinStore
+
+if TYPE_CHECKING:  # the MCP SDK loads when a server is first connected (tools/connection.py)
+    from mcp_types import CallToolResult, Tool
 
 __all__ = ["ToolHub", "ToolInfo", "ToolResult", "ToolView"]
 
@@ -253,6 +255,8 @@ class ToolHub:
         prior = await asyncio.to_thread(journal.get, key)
         if prior is not None and prior.state == "finished" and prior.result is not None:
             span.set_attribute(TOOL_REPLAYED, True)
+            from mcp_types import CallToolResult
+
             return CallToolResult.model_validate(prior.result)
         if prior is not None:  # started, never finished: it may have happened
             if not info.retry_safe:
@@ -362,6 +366,8 @@ def _transport_attributes(config: McpServerConfig) -> dict[str, Any]:
 def _to_result(
     name: str, args: dict[str, Any], raw: CallToolResult, latency_ms: float, *, key: str | None = None, replayed: bool = False
 ) -> ToolResult:
+    from mcp_types import TextContent  # loaded already: a result came from a connection or the journal
+
     parts: list[str] = []
     for block in raw.content:
         if isinstance(block, TextContent):

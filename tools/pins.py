@@ -16,9 +16,10 @@ import threading
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from mcp_types import Tool
+if TYPE_CHECKING:  # the MCP SDK loads only when a hub connects to a server
+    from mcp_types import Tool
 
 __all__ = ["PinState", "PinStore", "tool_digest", "LOCK_FILE_NAME"]
 

@@ -60,6 +60,23 @@ async def test_an_agent_allowed_one_server_never_starts_the_others(lock_file: Pa
         assert hub.connection("documents").connected and not hub.connection("ledger").connected
 
 
+def test_the_mcp_sdk_loads_only_when_a_server_is_connected(tmp_path: Path) -> None:
+    import subprocess
+
+    # A fresh process, as `flotilla run` is: the hub over the bundled servers and the tool loop are
+    # built, nothing connects, so the SDK (and starlette, uvicorn, cryptography it pulls in) stays out.
+    code = (
+        "import sys\n"
+        "from flotilla.agents import tool_loop\n"
+        "from flotilla.mcp_servers.bundled import bundled_servers\n"
+        "from flotilla.tools import open_hub\n"
+        f"hub = open_hub(bundled_servers(), lock_file={str(tmp_path / 'mcp.lock.json')!r})\n"
+        "print(sorted(name for name in ('mcp', 'mcp_types', 'starlette') if name in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
 async def test_arguments_violating_the_schema_never_reach_the_server(tmp_path: Path, lock_file: Path) -> None:
     async with open_hub({"fault": fault_config(tmp_path)}, lock_file=lock_file) as hub:
         with pytest.raises(ToolArgumentsInvalid, match=r"times: 'three' is not of type 'integer'"):
