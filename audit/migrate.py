@@ -2,20 +2,53 @@
 
 from __future__ import annotations
 
+import re
+from functools import cache
 from pathlib import Path
 
-from alembic import command
-from alembic.config import Config
+from sqlalchemy import column, inspect, select, table
 from sqlalchemy.engine import Engine
 
-__all__ = ["upgrade"]
+from flotilla.audit.schema import VERSION_TABLE
+
+__all__ = ["upgrade", "head_revision"]
 
 _SCRIPTS = Path(__file__).with_name("migrations")
+_REVISION = re.compile(r"""^(down_revision|revision)\s*=\s*(None|["'][^"']+["'])""", re.MULTILINE)
 
 
 def upgrade(engine: Engine, revision: str = "head") -> None:
+    # Every process opening the store lands here; Alembic (+~10 MB of modules) loads only when there is work to do.
+    if revision == "head" and head_revision() is not None and _current_revision(engine) == head_revision():
+        return
+    from alembic import command
+    from alembic.config import Config
+
     config = Config()
     config.set_main_option("script_location", str(_SCRIPTS))
     with engine.begin() as conn:
         config.attributes["connection"] = conn
         command.upgrade(config, revision)
+
+
+@cache
+def head_revision() -> str | None:
+    """The newest migration's revision, read from the scripts' `revision`/`down_revision` lines
+    (None unless they form one line of history: Alembic then decides, and explains)."""
+    revisions: set[str] = set()
+    parents: set[str] = set()
+    for script in (_SCRIPTS / "versions").glob("*.py"):
+        found = dict(_REVISION.findall(script.read_text(encoding="utf-8")))
+        if "revision" in found:
+            revisions.add(found["revision"].strip("\"'"))
+            if found.get("down_revision", "None") != "None":
+                parents.add(found["down_revision"].strip("\"'"))
+    heads = revisions - parents
+    return heads.pop() if len(heads) == 1 else None
+
+
+def _current_revision(engine: Engine) -> str | None:
+    with engine.connect() as conn:
+        if not inspect(conn).has_table(VERSION_TABLE):
+            return None
+        return conn.execute(select(column("version_num")).select_from(table(VERSION_TABLE))).scalar()

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 import time
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
@@ -222,6 +225,19 @@ def test_an_older_schema_is_upgraded_in_place(store_url: str) -> None:
     upgraded = AuditStore(store_url, hmac_key=HMAC_KEY)
     assert upgraded.run_summary("old-run")["remote_calls"] == 0
     upgraded.close()
+
+
+def test_a_store_at_head_opens_without_loading_alembic(store: AuditStore) -> None:
+    from alembic.script import ScriptDirectory
+
+    from flotilla.audit import migrate
+
+    scripts = Path(migrate.__file__).with_name("migrations")
+    assert migrate.head_revision() == ScriptDirectory(str(scripts)).get_current_head()
+    # A fresh process, as every `flotilla` command is: the schema is at head, so Alembic stays unloaded.
+    code = f"import sys; from flotilla.audit.store import AuditStore; AuditStore({store.url!r}).close(); print('alembic' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
 
 
 def test_incremental_verify_checks_only_new_records(store: AuditStore) -> None:
