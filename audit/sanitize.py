@@ -24,8 +24,11 @@ from flotilla.audit.semconv import CONTENT_KEYS, CONTENT_PREFIX
 __all__ = ["ContentPolicy", "Sanitizer", "REDACTED", "is_content"]
 
 REDACTED = "[REDACTED]"
-REDACTED_CACHE_CHARS = 16_000_000
-"""What the redacted-content cache may hold (raw + redacted characters); the oldest go first."""
+REDACTED_CACHE_CHARS = 4_000_000
+"""What the redacted-content cache may hold (raw + redacted characters); the oldest go first.
+Its hits are a run's texts met again by the run store and the exporter while the run is in flight
+or awaiting export: with 100 runs in flight they reach back ~1M characters (bench_orchestration).
+4M keeps four times that (~4-8 MB); what falls out is redacted again, never lost."""
 
 log = logging.getLogger(__name__)
 

@@ -45,6 +45,10 @@ PARAGRAPH_SPLIT_CHARS = 600
 CACHE_ENTRIES = 20_000
 CACHE_MAX_CHARS = 4_000
 """Longer leaves are analysed every time rather than held in memory."""
+CACHE_CHARS = 4_000_000
+"""All cached leaves together (raw + redacted characters): 20,000 long paragraphs would otherwise
+hold up to 160M characters. Hits come from the texts of runs in flight and the prompts every step
+repeats (least recently used go first), which 100 runs in flight keep within ~1M characters."""
 
 
 def could_hold_pii(leaf: str) -> bool:
@@ -70,6 +74,7 @@ class BatchRedactor:
         self._staged = StagedAnalyzer(rail._analyzer, rail.entities, rail.score_threshold, batch_size=batch_size)
         self._operators = {e: OperatorConfig("replace", {"new_value": placeholder(e)}) for e in rail.entities}
         self._cache: OrderedDict[str, str] = OrderedDict()
+        self._cache_chars = 0
         self._lock = threading.Lock()
 
     def redact(self, text: str) -> str:
@@ -132,9 +137,14 @@ class BatchRedactor:
         with self._lock:
             for leaf, value in fresh.items():
                 if len(leaf) <= CACHE_MAX_CHARS:
+                    old = self._cache.pop(leaf, None)
+                    if old is not None:
+                        self._cache_chars -= len(leaf) + len(old)
                     self._cache[leaf] = value
-            while len(self._cache) > CACHE_ENTRIES:
-                self._cache.popitem(last=False)
+                    self._cache_chars += len(leaf) + len(value)
+            while len(self._cache) > CACHE_ENTRIES or self._cache_chars > CACHE_CHARS:
+                leaf, value = self._cache.popitem(last=False)
+                self._cache_chars -= len(leaf) + len(value)
         done.update({leaf: value for leaf, value in fresh.items() if value != leaf})
         return done
 

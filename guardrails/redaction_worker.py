@@ -86,8 +86,33 @@ def _redact_in_worker(texts: list[str]) -> list[str]:
         # Marked absent, they are skipped as if not installed; nothing else runs here.
         for optional in ("torch", "transformers"):
             sys.modules.setdefault(optional, None)  # type: ignore[arg-type]
+        _spacy_without_its_cli()
         from flotilla.guardrails.pii import PresidioRail
         from flotilla.guardrails.pii_batch import BatchRedactor
 
         _WORKER_REDACTOR = BatchRedactor(PresidioRail())
     return _WORKER_REDACTOR.redact_many(texts)
+
+
+def _spacy_without_its_cli() -> None:
+    """spaCy's package imports its command line (typer, weasel, rich, httpx, jinja2: ~12 MB here) only
+    to re-export `spacy.info`. This process never runs it: placeholders stand in, and the one call
+    Presidio could make, `spacy.cli.download` for a model not installed, fails plainly instead
+    (flotilla never downloads a model at run time; guardrails/pii.py)."""
+    if "spacy" in sys.modules:
+        return
+    import types
+
+    def absent(*_args: Any, **_kwargs: Any) -> None:
+        raise RuntimeError("spaCy's command line is not loaded in the redaction worker: install the spaCy model package")
+
+    cli = types.ModuleType("spacy.cli")
+    cli.__path__ = []  # a package, so `spacy.cli.info` resolves to the module below
+    info = types.ModuleType("spacy.cli.info")
+    info.info = absent  # type: ignore[attr-defined]
+    cli.info = info  # type: ignore[attr-defined]
+    cli.download = absent  # type: ignore[attr-defined]
+    sys.modules["spacy.cli"], sys.modules["spacy.cli.info"] = cli, info
+    import spacy
+
+    spacy.cli = cli  # type: ignore[attr-defined]

@@ -53,6 +53,42 @@ def test_batched_redaction_gives_what_the_rail_gives_text_by_text(batch: BatchRe
     assert "John Smith" not in expected[2] and json.loads(expected[2])[0] == {"role": "system", "content": "You are helpful."}
 
 
+def test_the_leaf_cache_keeps_to_its_character_budget(batch: BatchRedactor, monkeypatch: pytest.MonkeyPatch) -> None:
+    from flotilla.guardrails import pii_batch
+
+    monkeypatch.setattr(pii_batch, "CACHE_CHARS", 300)
+    texts = [f"Paragraph {i}: Maria Gonzalez wrote from maria.g@example.org about order {i}." for i in range(20)]
+    expected = [batch.rail.redact(text)[0] for text in texts]
+    assert batch.redact_many(texts) == expected
+    assert 0 < batch._cache_chars <= 300
+    assert batch._cache_chars == sum(len(raw) + len(done) for raw, done in batch._cache.items())
+    assert batch.redact_many(texts) == expected  # evicted leaves are analysed again, to the same answer
+
+
+def test_the_worker_process_redacts_as_this_process_does_without_spacys_cli(batch: BatchRedactor) -> None:
+    from flotilla.guardrails.redaction_worker import RedactionWorker
+
+    texts = [
+        "Call Maria Gonzalez or write to maria.g@example.org, phone +44 20 7946 0958",
+        json.dumps([{"role": "user", "content": f"{PROMPT} John Smith lives at 10.1.2.3, SSN 078-05-1120"}]),
+        "IBAN GB82 WEST 1234 5698 7654 32 and nothing else",
+    ]
+    worker = RedactionWorker()
+    try:
+        assert worker.redact_many(texts) == batch.redact_many(texts)
+        # spaCy's command line (typer, weasel, rich, …) stays out of the worker's memory.
+        loaded = worker._started().submit(_loaded_modules, ("typer", "weasel", "spacy.cli.init_config", "spacy")).result()
+    finally:
+        worker.close()
+    assert loaded == {"typer": False, "weasel": False, "spacy.cli.init_config": False, "spacy": True}
+
+
+def _loaded_modules(names: Sequence[str]) -> dict[str, bool]:
+    import sys
+
+    return {name: name in sys.modules for name in names}
+
+
 def test_the_prefilter_only_skips_text_no_entity_can_match() -> None:
     for skipped in ("user", "assistant", "12.5", "", "x", "203", "-", "42%"):
         assert not could_hold_pii(skipped), skipped
