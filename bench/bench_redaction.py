@@ -18,7 +18,8 @@ process + the redaction worker: what one core sustains), each as a ratio to the 
 (issue 10), and how many spans carry content. Then, A/B in this process on the same distinct
 content: the staged analysis (`guardrails/pii_staged.py`) vs Presidio's full batch analysis
 (`BatchAnalyzerEngine`, what the worker ran before), CPU seconds each (best of 2, interleaved),
-and the share of the staged time spaCy's NER alone takes (the floor no exact shortcut removes).
+and the share of the staged time spaCy's NER alone takes (the floor no exact shortcut removes);
+and thinc's matrix products on BLIS (its default) vs numpy's OpenBLAS on one thread (the worker's).
 """
 
 from __future__ import annotations
@@ -222,6 +223,37 @@ def analysis_ab(warm: Sequence[Any], spans: Sequence[Any]) -> tuple[float, float
     return best["staged"], best["full"], time.process_time() - started
 
 
+def matrix_ops_ab(warm: Sequence[Any], spans: Sequence[Any]) -> tuple[float, float]:
+    """(CPU s with thinc's default BLIS ops, with numpy's OpenBLAS on one thread: the redaction worker's),
+    the staged analysis of the same texts in this process, best of 3 interleaved; the outputs must match."""
+    from thinc.api import NumpyOps
+    from threadpoolctl import threadpool_limits
+
+    from flotilla.audit.spans import _content_texts
+    from flotilla.guardrails.pii import PresidioRail
+    from flotilla.guardrails.pii_batch import BatchRedactor
+
+    rail = PresidioRail()
+    nlp = rail._analyzer.nlp_engine.nlp["en"]
+    texts = list(dict.fromkeys(_content_texts(spans)))
+    best = {"blis": float("inf"), "openblas": float("inf")}
+    outputs = {}
+    with threadpool_limits(1, user_api="blas"):
+        for _ in range(3):
+            for name, ops in (("blis", NumpyOps()), ("openblas", NumpyOps(use_blis=False))):
+                for _, pipe in nlp.pipeline:
+                    for node in pipe.model.walk() if getattr(pipe, "model", None) is not None else ():
+                        node.ops = ops
+                redactor = BatchRedactor(rail)
+                redactor.redact_many(list(_content_texts(warm)))
+                started = time.process_time()
+                outputs[name] = redactor.redact_many(texts)
+                best[name] = min(best[name], time.process_time() - started)
+    if outputs["blis"] != outputs["openblas"]:
+        raise RuntimeError("OpenBLAS ops redacted differently from BLIS ones")
+    return best["blis"], best["openblas"]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=60, help="recorded runs per workflow (measured)")
@@ -240,6 +272,9 @@ def main() -> None:
         staged, full, ner = analysis_ab(warm, spans)
         print(f"  {'':28} same texts in this process: staged analysis {staged:5.2f} s CPU vs Presidio's full batch analysis"
               f" {full:5.2f} s ({full / staged:3.1f}x faster, same output); spaCy NER alone {ner:5.2f} s ({ner / staged:.0%} of staged)")
+        blis, openblas = matrix_ops_ab(warm, spans)
+        print(f"  {'':28} staged analysis, thinc's matrix products on BLIS {blis:5.2f} s CPU vs numpy's OpenBLAS, one thread"
+              f" (the worker's) {openblas:5.2f} s ({openblas / blis:.2f}x, same output)")
 
 
 if __name__ == "__main__":
