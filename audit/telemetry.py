@@ -49,6 +49,22 @@ def otlp_exporter_from_env() -> SpanExporter | None:
     return OTLPSpanExporter()
 
 
+class _ProcessResource(Resource):
+    """The provider's resource, its JSON made once: the trace file's lines (the SDK's
+    `ReadableSpan.to_json`) re-encode it for every span with the stdlib's pure-Python pretty
+    printer, a fifth of the export thread's time. A Resource is immutable, so the text holds."""
+
+    @classmethod
+    def of(cls, resource: Resource) -> _ProcessResource:
+        return cls(resource.attributes, resource.schema_url)
+
+    def to_json(self, indent: int | None = 4) -> str:
+        made: dict[int | None, str] = self.__dict__.setdefault("_flotilla_json", {})
+        if indent not in made:
+            made[indent] = super().to_json(indent)
+        return made[indent]
+
+
 class Telemetry:
     """Owns a TracerProvider and its exporters (and `metrics`, fed from the spans, when given)."""
 
@@ -63,7 +79,7 @@ class Telemetry:
         """`write_ahead` (e.g. `<data_dir>/span-wal`): each finished span is logged there until it is
         exported, so a killed process loses none; logs that dead processes left are exported
         (once each into the audit store) in the background: now, every 30 s and at each `flush`."""
-        self.provider = TracerProvider(resource=Resource.create({"service.name": service_name}))
+        self.provider = TracerProvider(resource=_ProcessResource.of(Resource.create({"service.name": service_name})))
         # First, so every span names its run before any exporter sees it.
         from flotilla.audit.exporter import RunContextProcessor
 

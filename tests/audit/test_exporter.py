@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -15,7 +16,7 @@ from flotilla.audit.sanitize import ContentPolicy, Sanitizer
 from flotilla.audit.setup import audit_exporters
 from flotilla.audit.store import AuditStore
 from flotilla.audit.telemetry import Telemetry
-from tests.audit.factory import PII_PROMPT, RunSpec, emit_run, sync_telemetry
+from tests.audit.factory import RunSpec, emit_run, sync_telemetry
 from tests.audit.otlp_receiver import OtlpReceiver, attrs_of
 
 FAKE_SECRETS = {
@@ -140,3 +141,19 @@ def test_spans_wait_in_the_spool_while_the_store_is_down(sqlite_store: AuditStor
     assert sqlite_store.run_summary("run-during-outage")["spans"] == 10
     assert sqlite_store.run_summary("run-after")["spans"] == 10
     assert sqlite_store.verify().ok
+
+
+def test_the_trace_file_carries_the_resource_on_every_line_as_the_sdk_writes_it(tmp_path: Path) -> None:
+    from opentelemetry.sdk.resources import Resource
+
+    from flotilla.audit.telemetry import JsonLinesSpanExporter, Telemetry
+
+    telemetry = Telemetry([JsonLinesSpanExporter(tmp_path / "traces.jsonl")], service_name="probe")
+    for n in range(3):
+        with telemetry.tracer.start_as_current_span(f"step-{n}"):
+            pass
+    telemetry.shutdown()
+    lines = [json.loads(line) for line in (tmp_path / "traces.jsonl").read_text().splitlines()]
+    expected = json.loads(Resource.create({"service.name": "probe"}).to_json())  # its JSON is made once, the same
+    assert [line["name"] for line in lines] == ["step-0", "step-1", "step-2"]
+    assert all(line["resource"] == expected for line in lines)
