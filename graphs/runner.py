@@ -89,7 +89,6 @@ class WorkflowRunner:
         self._saver_lock: asyncio.Lock | None = None  # first runs arriving together open ONE checkpointer
         self._lock_loop: asyncio.AbstractEventLoop | None = None
         self._compiled: dict[tuple[str, str], tuple[dict[str, Agent], CompiledStateGraph]] = {}
-        self._tidying: set[asyncio.Task[None]] = set()  # finished runs' checkpoints and journal entries going
 
     async def __aenter__(self) -> WorkflowRunner:
         return self
@@ -101,7 +100,6 @@ class WorkflowRunner:
         """Close MCP sessions and the checkpointer connection (its worker thread would otherwise
         outlive the loop)."""
         await self.heartbeat.stop()
-        await self.settled()
         if self.tools is not None:
             await self.tools.aclose()
         if self._saver_cm is not None:
@@ -369,32 +367,12 @@ class WorkflowRunner:
         # Off the loop, and only the row's commit on the run's path: the `finished` audit record
         # follows in the background (repairable from the row, as `started`'s is).
         await self._in_store(self.runs.finish_run, run_id, result.status, result.steps, output=result.output, error=result.error, defer_audit=True)
-        if result.status in DONE:
-            self._tidy_later(run_id)
+        if result.status in DONE and self._saver is not None:
+            await self._forget_checkpoint(run_id)
+        if result.status in DONE and getattr(self.tools, "journal", None) is not None:  # nothing will re-send its calls
+            await self._in_store(self.tools.journal.forget_run, run_id)  # type: ignore[union-attr]
         await emit("finished", status=result.status, error=result.error)
         return result
-
-    def _tidy_later(self, run_id: str) -> None:
-        """A finished run's checkpoint and tool-journal entries go after the run is reported, not
-        on its path (~2 ms a run): nothing will resume it or re-send its calls. A crash before
-        they go leaves raw state that retention (`audit prune`) removes; `settled()` waits."""
-        task = asyncio.get_running_loop().create_task(self._tidy(run_id))
-        self._tidying.add(task)
-        task.add_done_callback(self._tidying.discard)
-
-    async def _tidy(self, run_id: str) -> None:
-        if self._saver is not None:
-            await self._forget_checkpoint(run_id)
-        if getattr(self.tools, "journal", None) is not None:
-            try:
-                await self._in_store(self.tools.journal.forget_run, run_id)  # type: ignore[union-attr]
-            except Exception:  # noqa: BLE001 — as for the checkpoint: the outcome stands, retention removes it
-                log.warning("could not delete the tool-journal entries of run %s", run_id, exc_info=True)
-
-    async def settled(self) -> None:
-        """Wait until every finished run's checkpoint and journal entries are deleted."""
-        while self._tidying:
-            await asyncio.gather(*self._tidying, return_exceptions=True)
 
     async def _in_store(self, write: Any, *args: Any, **kwargs: Any) -> Any:
         """A run-store write on the store's own threads (as asyncio.to_thread, context included):

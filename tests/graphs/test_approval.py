@@ -136,7 +136,6 @@ async def test_a_rejected_run_ends_blocked_naming_the_approver_and_reason(harnes
     assert stored.status == "blocked" and stored.error["code"] == "approval_rejected"
     with pytest.raises(RunNotWaiting, match="blocked"):
         await h.runner.decide(spec, run_id, Decision("approve", "alice"))
-    await h.runner.settled()
     _, graph = await h.runner._graph(spec, spec.version())
     assert not (await graph.aget_state({"configurable": {"thread_id": run_id}})).values  # blocked: its checkpoint is gone
     assert audit.verify().ok

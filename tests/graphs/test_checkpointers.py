@@ -89,7 +89,6 @@ async def nodes(tmp_path: Path, checkpoint_url: str):
 
 
 async def checkpoint_of(node: Node, run_id: str) -> Any:
-    await node.runner.settled()  # a finished run's checkpoint goes after the run is reported
     await node.runner._open_checkpointer()
     return await node.runner._saver.aget_tuple({"configurable": {"thread_id": run_id}})
 
