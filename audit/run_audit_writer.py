@@ -15,14 +15,17 @@ finished, its record follows (as `started`'s does, repairable from the row). Rea
 store in this process wait for the records still in flight (`AuditStore.settle_before_reads`),
 so whoever reads the chain here after a run returns finds its `finished` record.
 
-A run's records keep their order in the chain: each waits for the run's previous one.
+Background records go through one writer thread, in arrival order (so a run's records keep
+their order in the chain), as many as are queued in one append: under load one transaction, one
+head update and one summary pass serve a whole batch of runs, not each record.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections import deque
+from concurrent.futures import Future
 from typing import Any
 
 from flotilla.audit.store import AuditStore
@@ -31,14 +34,18 @@ __all__ = ["RunAuditWriter"]
 
 log = logging.getLogger(__name__)
 
+BATCH = 256
+"""The most records one background append takes."""
+
 
 class RunAuditWriter:
-    def __init__(self, audit: AuditStore, *, workers: int = 4) -> None:
+    def __init__(self, audit: AuditStore) -> None:
         self.audit = audit
-        # A few threads: concurrent appends share one audit commit (the store's group commit).
-        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="flotilla-run-audit")
-        self._pending: dict[str, Future[int]] = {}
+        self._queue: deque[tuple[str, dict[str, Any], Future[None]]] = deque()
+        self._pending: dict[str, Future[None]] = {}
         self._lock = threading.Lock()
+        self._queued = threading.Condition(self._lock)
+        self._thread: threading.Thread | None = None
         audit.settle_before_reads(self.drain)
 
     def now(self, run_id: str, event: dict[str, Any]) -> None:
@@ -47,11 +54,15 @@ class RunAuditWriter:
         self.audit.record("run", {"run_id": run_id, **event}, run_id=run_id)
 
     def later(self, run_id: str, event: dict[str, Any]) -> None:
-        """Append the record in the background; the run's next record waits for it."""
-        self.settle(run_id)
-        future = self._pool.submit(self.audit.record, "run", {"run_id": run_id, **event}, run_id=run_id)
-        with self._lock:
+        """Append the record in the background, after every record queued before it."""
+        future: Future[None] = Future()
+        with self._queued:
+            self._queue.append((run_id, event, future))
             self._pending[run_id] = future
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._write_forever, name="flotilla-run-audit", daemon=True)
+                self._thread.start()
+            self._queued.notify()
         future.add_done_callback(lambda done: self._done(run_id, done))
 
     def settle(self, run_id: str) -> None:
@@ -75,7 +86,27 @@ class RunAuditWriter:
             except Exception:  # noqa: BLE001 — logged in _done
                 pass
 
-    def _done(self, run_id: str, future: Future[int]) -> None:
+    def _write_forever(self) -> None:
+        while True:
+            with self._queued:
+                while not self._queue:
+                    self._queued.wait()
+                batch = [self._queue.popleft() for _ in range(min(len(self._queue), BATCH))]
+            try:
+                self.audit.record_many([("run", {"run_id": run_id, **event}, run_id) for run_id, event, _ in batch])
+            except Exception:  # noqa: BLE001 — one at a time, so a record the store refuses fails alone
+                for run_id, event, future in batch:
+                    try:
+                        self.audit.record("run", {"run_id": run_id, **event}, run_id=run_id)
+                    except Exception as exc:  # noqa: BLE001 — logged in _done; repairable from the row
+                        future.set_exception(exc)
+                    else:
+                        future.set_result(None)
+            else:
+                for _, _, future in batch:
+                    future.set_result(None)
+
+    def _done(self, run_id: str, future: Future[None]) -> None:
         with self._lock:
             if self._pending.get(run_id) is future:
                 del self._pending[run_id]

@@ -140,7 +140,11 @@ class AuditStore:
 
     def record(self, kind: str, payload: dict[str, Any], *, run_id: str | None = None) -> int:
         """Append one record: an approval, a config change (e.g. a tool re-approval), a run event."""
-        return self.append([NewRecord(kind, _scrubbed(payload, self.sanitizer), run_id)])
+        return self.record_many([(kind, payload, run_id)])
+
+    def record_many(self, entries: Sequence[tuple[str, dict[str, Any], str | None]]) -> int:
+        """Append (kind, payload, run_id) records in order, in one transaction (as `record` does one)."""
+        return self.append([NewRecord(kind, _scrubbed(payload, self.sanitizer), run_id) for kind, payload, run_id in entries])
 
     def append_missing(self, find: Callable[[Connection], Sequence[NewRecord]]) -> int:
         """Append the records `find(conn)` says are missing, checked inside the same write

@@ -57,21 +57,21 @@ def test_many_runs_started_and_finished_at_once_keep_each_runs_order(tmp_path: P
 
 def test_a_start_record_the_chain_refused_is_repaired_from_the_row_and_the_run_still_finishes(tmp_path: Path) -> None:
     runs = stores(tmp_path)
-    record = runs.audit.record
+    record_many = runs.audit.record_many
     refused = threading.Event()
 
-    def refuse_the_start(kind, payload, *, run_id=None):
-        if payload.get("event") == "started" and not refused.is_set():
+    def refuse_the_start(entries):
+        if any(payload.get("event") == "started" for _, payload, _ in entries):
             refused.set()
             raise OSError("disk full")
-        return record(kind, payload, run_id=run_id)
+        return record_many(entries)
 
-    runs.audit.record = refuse_the_start  # the chain's database fails once, on the start's record
+    runs.audit.record_many = refuse_the_start  # the chain's database refuses the start's record (batch and retry alike)
     try:
         runs.start_run("r1", "wf", "v1", "x", "alice", defer_audit=True)
         runs.finish_run("r1", "succeeded", [])  # the run's own outcome does not wait on the chain's failure
     finally:
-        del runs.audit.record
+        del runs.audit.record_many
     assert refused.is_set() and runs.get_run("r1").status == "succeeded"
     assert events(runs, "r1") == ["finished"]
     [repaired] = repair_run_records(runs, grace_s=0)
@@ -92,15 +92,15 @@ def test_a_deferred_finish_record_is_in_the_chain_for_any_reader_in_the_process(
     runs = stores(tmp_path)
     appending = threading.Event()
     release = threading.Event()
-    record = runs.audit.record
+    record_many = runs.audit.record_many
 
-    def slow_finish(kind, payload, *, run_id=None):
-        if payload.get("event") == "finished":
+    def slow_finish(entries):
+        if any(payload.get("event") == "finished" for _, payload, _ in entries):
             appending.set()
             release.wait(10)
-        return record(kind, payload, run_id=run_id)
+        return record_many(entries)
 
-    runs.audit.record = slow_finish  # the chain's commit of the finish is slow; the run is not held by it
+    runs.audit.record_many = slow_finish  # the chain's commit of the finish is slow; the run is not held by it
     try:
         runs.start_run("r1", "wf", "v1", "x", None, defer_audit=True)
         runs.finish_run("r1", "succeeded", [], output={"ok": True}, defer_audit=True)
@@ -110,6 +110,36 @@ def test_a_deferred_finish_record_is_in_the_chain_for_any_reader_in_the_process(
         assert events(runs, "r1") == ["started", "finished"]  # a read waits for the records in flight
     finally:
         release.set()
-        del runs.audit.record
+        del runs.audit.record_many
     assert runs.audit.run_summary("r1")["status"] == "succeeded"
+    assert runs.audit.verify().ok
+
+
+def test_records_queued_together_share_one_append_and_one_the_store_refuses_fails_alone(tmp_path: Path) -> None:
+    runs = stores(tmp_path)
+    record_many = runs.audit.record_many
+    busy, hold = threading.Event(), threading.Event()
+    appends: list[list[str]] = []
+
+    def refusing(entries):
+        if entries[0][2] == "r0":
+            busy.set()
+            hold.wait(10)  # the writer is busy with r0 while the others queue up
+        appends.append([run_id for _, _, run_id in entries])
+        if "bad" in appends[-1]:
+            raise OSError("refused")
+        return record_many(entries)
+
+    runs.audit.record_many = refusing
+    try:
+        runs.audit_writer.later("r0", {"event": "started"})
+        assert busy.wait(10)
+        for run_id in ("r1", "bad", "r2"):
+            runs.audit_writer.later(run_id, {"event": "started"})
+        hold.set()
+        runs.audit_writer.drain()
+    finally:
+        del runs.audit.record_many
+    assert appends == [["r0"], ["r1", "bad", "r2"], ["r1"], ["bad"], ["r2"]]  # one append, then one at a time
+    assert [events(runs, run_id) for run_id in ("r0", "r1", "bad", "r2")] == [["started"], ["started"], [], ["started"]]
     assert runs.audit.verify().ok
