@@ -6,10 +6,10 @@ import re
 from functools import cache
 from pathlib import Path
 
-from sqlalchemy import column, inspect, select, table
+from sqlalchemy import Column, MetaData, PrimaryKeyConstraint, String, Table, column, inspect, select, table
 from sqlalchemy.engine import Engine
 
-from flotilla.audit.schema import VERSION_TABLE
+from flotilla.audit.schema import VERSION_TABLE, metadata
 
 __all__ = ["upgrade", "head_revision"]
 
@@ -18,9 +18,12 @@ _REVISION = re.compile(r"""^(down_revision|revision)\s*=\s*(None|["'][^"']+["'])
 
 
 def upgrade(engine: Engine, revision: str = "head") -> None:
-    # Every process opening the store lands here; Alembic (+~10 MB of modules) loads only when there is work to do.
-    if revision == "head" and head_revision() is not None and _current_revision(engine) == head_revision():
-        return
+    # Every process opening the store lands here; Alembic (+~10 MB of modules) loads only when
+    # there is a migration to run: not for a store at head, nor for a new one (created at head).
+    head = head_revision()
+    if revision == "head" and head is not None:
+        if _current_revision(engine) == head or _created_at_head(engine, head):
+            return
     from alembic import command
     from alembic.config import Config
 
@@ -45,6 +48,23 @@ def head_revision() -> str | None:
                 parents.add(found["down_revision"].strip("\"'"))
     heads = revisions - parents
     return heads.pop() if len(heads) == 1 else None
+
+
+def _created_at_head(engine: Engine, head: str) -> bool:
+    """A database without the audit tables gets them as the migrations leave them (`metadata`:
+    tests/audit/test_store.py checks the two agree) and Alembic's version table stamped at `head`.
+    False when the tables exist (another process may have made them): Alembic decides."""
+    with engine.begin() as conn:
+        existing = inspect(conn)
+        if existing.has_table(VERSION_TABLE) or any(existing.has_table(name) for name in metadata.tables):
+            return False
+        metadata.create_all(conn)
+        # Alembic's own definition of its version table (DefaultImpl.version_table_impl, alembic/ddl/impl.py).
+        version = Table(VERSION_TABLE, MetaData(), Column("version_num", String(32), nullable=False),
+                        PrimaryKeyConstraint("version_num", name=f"{VERSION_TABLE}_pkc"))
+        version.create(conn)
+        conn.execute(version.insert().values(version_num=head))
+    return True
 
 
 def _current_revision(engine: Engine) -> str | None:

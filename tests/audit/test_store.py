@@ -9,6 +9,7 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
 import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
@@ -20,6 +21,7 @@ from flotilla.audit.sanitize import Sanitizer
 from flotilla.audit.schema import VERSION_TABLE, metadata
 from flotilla.audit.store import AuditStore, NewRecord
 from tests.audit.conftest import HMAC_KEY
+from tests.audit.pg import new_database
 from tests.audit.factory import RunSpec, emit_run, sync_telemetry
 
 
@@ -202,12 +204,24 @@ def test_spans_become_run_summaries_and_filters_work(store: AuditStore) -> None:
     assert store.verify().ok
 
 
-def test_migrations_create_exactly_the_schema(store: AuditStore) -> None:
-    with store.engine.connect() as conn:
-        ctx = MigrationContext.configure(conn, opts={"version_table": VERSION_TABLE})
-        assert ctx.get_current_revision() == "0002"
-        diffs = compare_metadata(ctx, metadata)
-    assert diffs == []
+def test_migrations_create_exactly_the_schema_a_new_store_is_created_with(store_url: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    from flotilla.audit import migrate
+    from flotilla.audit.store import _engine
+
+    migrated = _engine(store_url)
+    migrate.upgrade(migrated, "0001")  # Alembic runs every migration, as for an old store brought to head
+    migrate.upgrade(migrated)
+    other = f"sqlite:///{tmp_path / 'new.sqlite'}" if store_url.startswith("sqlite") else new_database(request.getfixturevalue("pg_server"))
+    new = AuditStore(other, hmac_key=HMAC_KEY)  # a new store: its tables made from `metadata`, stamped at head
+    try:
+        for engine in (migrated, new.engine):
+            with engine.connect() as conn:
+                ctx = MigrationContext.configure(conn, opts={"version_table": VERSION_TABLE})
+                assert ctx.get_current_revision() == migrate.head_revision() == "0002"
+                assert compare_metadata(ctx, metadata) == []
+    finally:
+        migrated.dispose()
+        new.close()
 
 
 def test_an_older_schema_is_upgraded_in_place(store_url: str) -> None:
@@ -227,17 +241,19 @@ def test_an_older_schema_is_upgraded_in_place(store_url: str) -> None:
     upgraded.close()
 
 
-def test_a_store_at_head_opens_without_loading_alembic(store: AuditStore) -> None:
+def test_a_store_at_head_opens_and_a_new_one_is_created_without_loading_alembic(store: AuditStore, tmp_path: Path) -> None:
     from alembic.script import ScriptDirectory
 
     from flotilla.audit import migrate
 
     scripts = Path(migrate.__file__).with_name("migrations")
     assert migrate.head_revision() == ScriptDirectory(str(scripts)).get_current_head()
-    # A fresh process, as every `flotilla` command is: the schema is at head, so Alembic stays unloaded.
-    code = f"import sys; from flotilla.audit.store import AuditStore; AuditStore({store.url!r}).close(); print('alembic' in sys.modules)"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "False"
+    # A fresh process, as every `flotilla` command is: the schema is at head, so Alembic stays unloaded;
+    # and a new store is created at head without it.
+    for url in (store.url, f"sqlite:///{tmp_path / 'new.sqlite'}"):
+        code = f"import sys; from flotilla.audit.store import AuditStore; AuditStore({url!r}).close(); print('alembic' in sys.modules)"
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+        assert out.stdout.strip() == "False", url
 
 
 def test_incremental_verify_checks_only_new_records(store: AuditStore) -> None:
