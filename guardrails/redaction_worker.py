@@ -98,7 +98,7 @@ def _redact_in_worker(texts: list[str]) -> list[str]:
 def _matrix_products_on_one_openblas_thread() -> None:
     """thinc hands spaCy's matrix products to BLIS, whose kernels run at a third of numpy's OpenBLAS
     speed on these CPUs (AVX2): NER's embedding layers took 40% of its time. Set before the model
-    loads, so every layer gets these ops (the parser's own inner loop keeps BLIS: it is compiled
+    loads, so its layers are built with these ops (the parser's own inner loop keeps BLIS: it is compiled
     in). One thread: this process is one core's work, and OpenBLAS threads only spin beside it.
     `python bench/bench_redaction.py` prints the A/B."""
     from thinc.api import NumpyOps, set_current_ops

@@ -78,9 +78,22 @@ def test_the_worker_process_redacts_as_this_process_does_without_spacys_cli(batc
         assert worker.redact_many(texts) == batch.redact_many(texts)
         # spaCy's command line (typer, weasel, rich, …) stays out of the worker's memory.
         loaded = worker._started().submit(_loaded_modules, ("typer", "weasel", "spacy.cli.init_config", "spacy")).result()
+        ner_math = worker._started().submit(_ner_matrix_products).result()
     finally:
         worker.close()
     assert loaded == {"typer": False, "weasel": False, "spacy.cli.init_config": False, "spacy": True}
+    assert ner_math == (False, 1)  # NER's embedding layers on numpy's OpenBLAS (not BLIS), one thread: the same redactions as above
+
+
+def _ner_matrix_products() -> tuple[bool, int]:
+    """(whether the worker's NER embedding layers use BLIS, OpenBLAS threads), read in the worker."""
+    from threadpoolctl import threadpool_info
+
+    from flotilla.guardrails import redaction_worker
+
+    ner = redaction_worker._WORKER_REDACTOR.rail._analyzer.nlp_engine.nlp["en"].get_pipe("ner")
+    uses_blis = any(getattr(node.ops, "use_blis", True) for node in ner.model.get_ref("tok2vec").walk())
+    return uses_blis, max(pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas")
 
 
 def _loaded_modules(names: Sequence[str]) -> dict[str, bool]:
