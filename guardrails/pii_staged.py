@@ -8,7 +8,10 @@ Two shortcuts, each exact — every text gets the findings the full analysis ret
   them in any form a lemma can come from (`context_stems`) cannot have a phone finding over the
   threshold; libphonenumber parsing every digit run for eight regions — half of the redaction
   CPU of an invoice — is skipped. Findings under the threshold are dropped before anything else
-  looks at them (`AnalyzerEngine.analyze`), so leaving them out changes nothing.
+  looks at them (`AnalyzerEngine.analyze`), so leaving them out changes nothing. Within such a
+  text it reads only the stretches a context word can reach (`_phone_text`): Presidio's enhancer
+  looks back from a finding over its own token and 5 keywords, a token holding a digit is always
+  a keyword, and a phone number never holds a line break or a double quote; the rest is blanked.
 - **spaCy runs in two stages.** NER (with its own embedding layer: no other pipe feeds it) runs on
   every text, and the recognizers (which read the text and NER's entities, never lemmas) run
   once on that. Tagger, attribute ruler and lemmatizer, whose only use here is the lemmas the
@@ -23,6 +26,7 @@ reasoning rests on (`staged`, `phone_stems`), and the analysis is then the full 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -33,6 +37,7 @@ from presidio_analyzer.predefined_recognizers import PhoneRecognizer, SpacyRecog
 __all__ = ["StagedAnalyzer", "context_stems"]
 
 PHONE = "PHONE_NUMBER"
+_BLANK = re.compile(r"[^\n]")
 LANGUAGE = "en"
 LEMMA_PIPES = frozenset({"tok2vec", "tagger", "morphologizer", "senter", "parser", "attribute_ruler", "lemmatizer"})
 """The pipes that may come before NER in a staged pipeline: none of them sets entities."""
@@ -121,7 +126,8 @@ class StagedAnalyzer:
             if not recognizer.is_loaded:
                 recognizer.load()
                 recognizer.is_loaded = True
-            for result in recognizer.analyze(text=text, entities=entities, nlp_artifacts=artifacts) or ():
+            read = self._phone_text(text, artifacts.tokens) if type(recognizer) is PhoneRecognizer else text
+            for result in recognizer.analyze(text=read, entities=entities, nlp_artifacts=artifacts) or ():
                 metadata = result.recognition_metadata if result.recognition_metadata is not None else {}
                 metadata.setdefault(RecognizerResult.RECOGNIZER_IDENTIFIER_KEY, recognizer.id)
                 metadata.setdefault(RecognizerResult.RECOGNIZER_NAME_KEY, recognizer.name)
@@ -148,6 +154,42 @@ class StagedAnalyzer:
             return False
         boosted = min(max(result.score + enhancer.context_similarity_factor, enhancer.min_score_with_context_similarity), ContextAwareEnhancer.MAX_SCORE)
         return result.score < self.score_threshold and boosted < self.score_threshold  # dropped either way
+
+    def _phone_text(self, text: str, tokens: Any) -> str:
+        """`text` with every stretch blanked (same length, offsets kept) where no phone finding can
+        have a context word within the enhancer's reach; the text itself when that cannot be told.
+
+        The enhancer (suffix count 0) reads a finding's token and the `prefix` keywords before it.
+        A token holding a digit (and no ":", on which Presidio splits keywords) has a lemma holding
+        it, so it is always a keyword: past `prefix + 1` of them after a context token, that token
+        is out of reach (+1 more for margin). A stretch kept starts at a context token (letters: no
+        number starts there) and runs on to a character no phone number can hold (a line break or
+        a double quote), kept too, so the matcher sees each candidate and its neighbours as in `text`."""
+        enhancer = self.analyzer.context_aware_enhancer
+        if self.phone_stems is None or getattr(enhancer, "context_suffix_count", None) != 0:
+            return text
+        reach = int(enhancer.context_prefix_count) + 2
+        kept: list[tuple[int, int]] = []
+        for i, token in enumerate(tokens):
+            if not any(stem in token.lower_ for stem in self.phone_stems):
+                continue
+            end, seen = len(text), 0
+            for later in tokens[i + 1:]:
+                seen += any(ch.isdigit() for ch in later.text) and ":" not in later.text
+                if seen == reach:
+                    end = later.idx + len(later.text)
+                    break
+            breaks = [found for found in (text.find("\n", end), text.find('"', end)) if found >= 0]
+            kept.append((token.idx, min(breaks) + 1 if breaks else len(text)))
+        out, at = [], 0
+        for begin, end in sorted(kept):
+            if begin > at:
+                out.append(_BLANK.sub(" ", text[at:begin]))
+            if end > at:
+                out.append(text[max(begin, at):end])
+                at = end
+        out.append(_BLANK.sub(" ", text[at:]))
+        return "".join(out)
 
     def _phone_counts(self, text: str) -> bool:
         if self.phone_stems is None:

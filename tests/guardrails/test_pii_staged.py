@@ -42,6 +42,14 @@ CORPUS = (
     "2026-11-02",
     "nothing personal here at all",
     "You are an accounts-payable clerk. Copy values exactly as written. Dates as YYYY-MM-DD.",
+    # Lines a context word reaches, and lines it does not (the phone recognizer reads only the former).
+    "Call us:\n212-555-0147\nor 415 555 0132",
+    "Order number 1001\nItem 2 3 4\nItem 5 6 7\nItem 8 9 10\nQuestions: +44 113 496 0123\nDesk 212-555-0147",
+    "phone\n1\n2\n3\n4\n5\n6\n7\n8\n9\n212-555-0147\nmobile\n07700 900123",
+    "Ref 415-555-0132 12:30 10:45 11:15 09:00 08:30 07:15\ncall 212-555-0147\n(212) 555-0147 then 1 2 3 4 5 6 7 8 9 +1 415 555 0132",
+    "number\n\n\n\n\n\n\n\n+44 20 7946 0958",
+    '{"invoice_number": "INV-2026-1000", "date": "2026-11-02", "amount": 245.0, "qty": 10, "a": 1, "b": 2, "c": 3,'
+    ' "tel": "+44 113 496 0123", "phone": "020 7946 0958", "x": "call(212) 555-0147", "y": "5551234call"}',
 )
 
 
@@ -119,3 +127,14 @@ def test_staging_is_off_when_a_pipe_before_ner_sets_entities() -> None:
     assert not staged.staged
     [found] = staged.analyze(["Ask Zorblax about invoice INV-2041."])
     assert [(r.entity_type, r.start, r.end) for r in found] == [("PERSON", 4, 11)]
+
+
+def test_the_phone_recognizer_reads_only_what_a_context_word_reaches(staged: StagedAnalyzer) -> None:
+    text = "Invoice number: INV-1\nDate 2026-11-02\nA 1\nB 2\nC 3\nD 4\nE 5\nTel 0113 496 0123\nnet 30"
+    read = staged._phone_text(text, staged.nlp.make_doc(text))
+    assert len(read) == len(text) and read.count("\n") == text.count("\n")  # offsets kept
+    # From "number" to the seventh digit-holding token after it (INV-1; 2026, 11, 02; 1, 2, 3) and on
+    # to the line's end; "Tel" holds no stem, so its number is never read.
+    assert [t.text for t in staged.nlp.make_doc("Date 2026-11-02")] == ["Date", "2026", "-", "11", "-", "02"]
+    assert read.strip() == "number: INV-1\nDate 2026-11-02\nA 1\nB 2\nC 3"
+    assert staged._phone_text("no context 212-555-0147", staged.nlp.make_doc("no context 212-555-0147")).strip() == ""
