@@ -22,8 +22,10 @@ head update and one summary pass serve a whole batch of runs, not each record.
 
 from __future__ import annotations
 
+import atexit
 import logging
 import threading
+import weakref
 from collections import deque
 from concurrent.futures import Future
 from typing import Any
@@ -36,6 +38,8 @@ log = logging.getLogger(__name__)
 
 BATCH = 256
 """The most records one background append takes."""
+IDLE_S = 5.0
+"""The writer thread ends after this long with nothing queued (a store no longer used keeps none)."""
 
 
 class RunAuditWriter:
@@ -47,6 +51,8 @@ class RunAuditWriter:
         self._queued = threading.Condition(self._lock)
         self._thread: threading.Thread | None = None
         audit.settle_before_reads(self.drain)
+        # The writer is a daemon thread; a process that exits without draining still writes what is queued.
+        atexit.register(_drain_if_alive, weakref.ref(self))
 
     def now(self, run_id: str, event: dict[str, Any]) -> None:
         """Append the record in the caller's thread, after the run's earlier ones."""
@@ -89,8 +95,9 @@ class RunAuditWriter:
     def _write_forever(self) -> None:
         while True:
             with self._queued:
-                while not self._queue:
-                    self._queued.wait()
+                if not self._queue and not self._queued.wait_for(lambda: self._queue, timeout=IDLE_S):
+                    self._thread = None  # idle: the next `later` starts another
+                    return
                 batch = [self._queue.popleft() for _ in range(min(len(self._queue), BATCH))]
             try:
                 self.audit.record_many([("run", {"run_id": run_id, **event}, run_id) for run_id, event, _ in batch])
@@ -112,3 +119,9 @@ class RunAuditWriter:
                 del self._pending[run_id]
         if (error := future.exception()) is not None:
             log.warning("run %s: its audit record was not appended (%s); record repair appends it from the run's row", run_id, error)
+
+
+def _drain_if_alive(writer: weakref.ref[RunAuditWriter]) -> None:
+    alive = writer()
+    if alive is not None:
+        alive.drain()

@@ -5,6 +5,7 @@ order kept, reads in the process find them, nothing lost, the chain verifies."""
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 
 from flotilla.audit.runs import RunStore
@@ -142,4 +143,25 @@ def test_records_queued_together_share_one_append_and_one_the_store_refuses_fail
         del runs.audit.record_many
     assert appends == [["r0"], ["r1", "bad", "r2"], ["r1"], ["bad"], ["r2"]]  # one append, then one at a time
     assert [events(runs, run_id) for run_id in ("r0", "r1", "bad", "r2")] == [["started"], ["started"], [], ["started"]]
+    assert runs.audit.verify().ok
+
+
+def test_the_writer_thread_ends_when_idle_and_the_next_record_starts_another(tmp_path: Path, monkeypatch) -> None:
+    from flotilla.audit import run_audit_writer
+
+    monkeypatch.setattr(run_audit_writer, "IDLE_S", 0.05)
+    runs = stores(tmp_path)
+    writer = runs.audit_writer
+    writer.later("r1", {"event": "started"})
+    writer.drain()
+    first = writer._thread
+    deadline = time.monotonic() + 10
+    while writer._thread is not None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert first is not None and writer._thread is None  # a store no longer used keeps no thread
+    first.join(10)
+    assert not first.is_alive()
+    writer.later("r2", {"event": "started"})
+    writer.drain()
+    assert events(runs, "r1") == ["started"] and events(runs, "r2") == ["started"]
     assert runs.audit.verify().ok
