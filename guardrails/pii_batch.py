@@ -11,8 +11,7 @@ strings. Here a whole export batch is redacted together, giving what `redact` gi
   in every step, or the same text reaching two exporters, costs one analysis; a long leaf is
   analysed paragraph by paragraph, so the run's input repeated in every step's prompt is too;
 - the rest is analysed as one batch (`StagedAnalyzer`: Presidio's findings with spaCy run in
-  batches, the phone recognizer only where a phone finding could count, and the pipes that
-  only feed lemmas only where something was found), without the dependency parser, which
+  batches, and the pipes that only feed lemmas only where something was found), without the dependency parser, which
   Presidio does not read.
 """
 

@@ -46,3 +46,10 @@ async def test_flotillas_own_messages_survive_redaction_and_what_surrounds_them_
     assert gap == f"q1 (Did <EMAIL> ask us to change the IBAN?): {error}"
     [mangled] = json.loads(await rails.check(RailPoint.OUTPUT, output))["gaps"]  # what it did before
     assert error not in mangled
+
+
+def test_a_well_written_phone_number_is_redacted_without_a_context_word(presidio_rail: PresidioRail) -> None:
+    text = "Reach the desk at (212) 555-0147, Berlin +49 30 901820 or 0161 496 0845. Order 2024-771203, ref 415-5550-132."
+    redacted, found, _ = presidio_rail.redact(text)
+    assert found == ["PHONE_NUMBER"]
+    assert redacted == "Reach the desk at <PHONE_NUMBER>, Berlin <PHONE_NUMBER> or <PHONE_NUMBER>. Order 2024-771203, ref 415-5550-132."

@@ -68,3 +68,24 @@ def test_scoring_tells_redacted_partial_and_leaked_apart_and_counts_what_was_rem
     result = score(doc, 'Dear Maria <PERSON>, call <PHONE_NUMBER> re <PHONE_NUMBER>.\n{"contact":"<PERSON>", "ip": "203.0.113.9"}')
     assert list(result.outcome.values()) == ["partial", "redacted", "redacted", "leaked"]
     assert result.false_positives == ["INV-2024-00417"]
+
+
+def test_the_audit_redaction_keeps_its_measured_recall_on_the_labelled_sets(presidio_rail) -> None:
+    """Floors a little under what `python bench/bench_pii_recall.py` measured (README): a change that
+    lets more PII through — a recognizer dropped, a shortcut that skips text — fails here."""
+    from flotilla.guardrails.pii_batch import BatchRedactor
+
+    docs = load("dev") + load("test")
+    redacted = BatchRedactor(presidio_rail).redact_many([doc.text for doc in docs])
+    outcomes: dict[str, list[str]] = {}
+    false_positives = 0
+    for doc, out in zip(docs, redacted):
+        result = score(doc, out)
+        false_positives += len(result.false_positives)
+        for (entity, _, _), outcome in result.outcome.items():
+            outcomes.setdefault(entity, []).append(outcome)
+    recall = {entity: found.count("redacted") / len(found) for entity, found in outcomes.items()}
+    floors = {"PERSON": 0.6, "PHONE_NUMBER": 0.85, "EMAIL_ADDRESS": 0.85, "CREDIT_CARD": 0.9, "IBAN_CODE": 0.95,
+              "US_SSN": 0.95, "IP_ADDRESS": 0.95}
+    assert {e: r for e, r in recall.items() if r < floors[e]} == {}, recall
+    assert false_positives / sum(len(doc.text.split()) for doc in docs) < 0.015

@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import pytest
 from presidio_analyzer import BatchAnalyzerEngine
-from presidio_analyzer.predefined_recognizers import PhoneRecognizer
 
 from flotilla.guardrails.pii import DEFAULT_PII_ENTITIES, PresidioRail, build_analyzer
 from flotilla.guardrails.pii_batch import BatchRedactor
-from flotilla.guardrails.pii_staged import StagedAnalyzer, context_stems
+from flotilla.guardrails.pii_staged import StagedAnalyzer
 
 SAMPLE_INVOICE_LINES = (
     "Northwind Office Supplies Ltd.\n14 Harbour Row, Leeds LS1 4DY, United Kingdom\nVAT GB 284 9931 06",
@@ -26,8 +25,9 @@ CORPUS = (
     "She telephoned 030 901820 twice.",
     "Mobiles: 0151 496 0739 / 07700 900123",
     "cellphone 415.555.0132",
-    "Reach the desk at 415-555-0132 or 212 555 0147.",  # numbers, no context word: found, under the threshold
-    "Reference 415-555-0132 was paid on 2026-11-02.",
+    "Reach the desk at 415-555-0132 or 212 555 0147.",  # well-written numbers, no context word: they count
+    "Reference 415-5550-132 was paid on 2026-11-02.",  # a number only when regrouped: under the threshold
+    "Order 2024-771203; phone: 415-5550-132",  # the same, one with a context word
     "The cancellation fee for 415-555-0132 is waived.",  # "cell" inside "cancellation": context by substring
     "SSN 078-05-1120 for John Smith; social security 219-09-9999.",
     "id 078051120 and 219099999 (no context)",
@@ -42,7 +42,7 @@ CORPUS = (
     "2026-11-02",
     "nothing personal here at all",
     "You are an accounts-payable clerk. Copy values exactly as written. Dates as YYYY-MM-DD.",
-    # Lines a context word reaches, and lines it does not (the phone recognizer reads only the former).
+    # Numbers near a context word and far from one, across lines and inside JSON.
     "Call us:\n212-555-0147\nor 415 555 0132",
     "Order number 1001\nItem 2 3 4\nItem 5 6 7\nItem 8 9 10\nQuestions: +44 113 496 0123\nDesk 212-555-0147",
     "phone\n1\n2\n3\n4\n5\n6\n7\n8\n9\n212-555-0147\nmobile\n07700 900123",
@@ -64,7 +64,7 @@ def _key(results) -> list[tuple[str, int, int, float]]:
 
 
 def test_the_staged_analysis_finds_what_the_full_analysis_finds(staged: StagedAnalyzer, presidio_rail: PresidioRail) -> None:
-    assert staged.staged and staged.phone_stems  # both shortcuts on for the default rail
+    assert staged.staged  # the shortcut is on for the default rail
     full = BatchAnalyzerEngine(presidio_rail._analyzer).analyze_iterator(
         list(CORPUS), language="en", batch_size=64, entities=list(DEFAULT_PII_ENTITIES), score_threshold=0.5)
     got = staged.analyze(list(CORPUS))
@@ -74,49 +74,9 @@ def test_the_staged_analysis_finds_what_the_full_analysis_finds(staged: StagedAn
     assert found == set(DEFAULT_PII_ENTITIES)  # the corpus exercises every entity, phone numbers included
     phones = [text for text, results in zip(CORPUS, got) if any(r.entity_type == "PHONE_NUMBER" for r in results)]
     assert {"phoning +44 20 7946 0958 did not help", "The cancellation fee for 415-555-0132 is waived."} <= set(phones)
-    assert "Reach the desk at 415-555-0132 or 212 555 0147." not in phones  # no context word: under the threshold
-
-
-def test_a_text_the_phone_recognizer_is_skipped_on_has_no_phone_context_lemma(staged: StagedAnalyzer) -> None:
-    """Whatever lemmas the full pipeline gives a text's tokens, a phone context word among them
-    means the text is one the phone recognizer runs on."""
-    nlp = staged.nlp
-    words = ["phoning", "phoned", "Phones", "telephoning", "mobiles", "cellphones", "cells", "calls", "called", "recalled",
-             "numbers", "numbering", "Numbered", "outnumbering", "cancellation", "mobilised", "iPhone", "CALLING"]
-    context = PhoneRecognizer.CONTEXT
-    for word in words:
-        text = f"They were {word} 415-555-0132 yesterday."
-        lemmas = [t.lemma_.lower() for t in nlp(text)]
-        if any(w in lemma for lemma in lemmas for w in context):
-            assert staged._phone_counts(text), (word, lemmas)
-    exceptions = nlp.get_pipe("lemmatizer").lookups.get_table("lemma_exc")
-    for table in exceptions.values():
-        for surface, lemmas in table.items():
-            if any(w in lemma.lower() for lemma in lemmas for w in context):
-                assert staged._phone_counts(surface), surface
-
-
-def test_context_stems_cover_the_suffixes_a_rule_lemma_adds() -> None:
-    assert context_stems("phone", ["e", "y"]) == {"phone", "phon"}  # "phoning" → "phone"
-    assert context_stems("call", ["e", "y", "f"]) == {"call"}
-    assert context_stems("man", ["man"]) is None  # fits inside what a rule adds: nothing can be required
-
-
-def test_the_phone_shortcut_is_off_where_a_phone_finding_counts_without_context(presidio_rail: PresidioRail) -> None:
-    analyzer = presidio_rail._analyzer
-    assert StagedAnalyzer(analyzer, DEFAULT_PII_ENTITIES, 0.3).phone_stems is None  # 0.4 passes a 0.3 threshold
-    assert StagedAnalyzer(analyzer, ["PERSON", "EMAIL_ADDRESS"], 0.5).phone_stems is None  # no phone asked for
-    custom = build_analyzer()
-    custom.registry.remove_recognizer("PhoneRecognizer")
-
-    class SurePhone(PhoneRecognizer):
-        SCORE = 0.9
-
-    custom.registry.add_recognizer(SurePhone())
-    staged = StagedAnalyzer(custom, DEFAULT_PII_ENTITIES, 0.5)
-    assert staged.phone_stems is None and staged._phone_counts("no context words here")
-    [found] = staged.analyze(["Reach the desk at 415-555-0132."])
-    assert [r.entity_type for r in found] == ["PHONE_NUMBER"]
+    assert "Reach the desk at 415-555-0132 or 212 555 0147." in phones  # GroupedPhoneRecognizer
+    assert "Reference 415-5550-132 was paid on 2026-11-02." not in phones
+    assert "Order 2024-771203; phone: 415-5550-132" in phones
 
 
 def test_staging_is_off_when_a_pipe_before_ner_sets_entities() -> None:
@@ -127,14 +87,3 @@ def test_staging_is_off_when_a_pipe_before_ner_sets_entities() -> None:
     assert not staged.staged
     [found] = staged.analyze(["Ask Zorblax about invoice INV-2041."])
     assert [(r.entity_type, r.start, r.end) for r in found] == [("PERSON", 4, 11)]
-
-
-def test_the_phone_recognizer_reads_only_what_a_context_word_reaches(staged: StagedAnalyzer) -> None:
-    text = "Invoice number: INV-1\nDate 2026-11-02\nA 1\nB 2\nC 3\nD 4\nE 5\nTel 0113 496 0123\nnet 30"
-    read = staged._phone_text(text, staged.nlp.make_doc(text))
-    assert len(read) == len(text) and read.count("\n") == text.count("\n")  # offsets kept
-    # From "number" to the seventh digit-holding token after it (INV-1; 2026, 11, 02; 1, 2, 3) and on
-    # to the line's end; "Tel" holds no stem, so its number is never read.
-    assert [t.text for t in staged.nlp.make_doc("Date 2026-11-02")] == ["Date", "2026", "-", "11", "-", "02"]
-    assert read.strip() == "number: INV-1\nDate 2026-11-02\nA 1\nB 2\nC 3"
-    assert staged._phone_text("no context 212-555-0147", staged.nlp.make_doc("no context 212-555-0147")).strip() == ""
