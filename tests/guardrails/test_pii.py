@@ -53,3 +53,27 @@ def test_a_well_written_phone_number_is_redacted_without_a_context_word(presidio
     redacted, found, _ = presidio_rail.redact(text)
     assert found == ["PHONE_NUMBER"]
     assert redacted == "Reach the desk at <PHONE_NUMBER>, Berlin <PHONE_NUMBER> or <PHONE_NUMBER>. Order 2024-771203, ref 415-5550-132."
+
+
+def test_a_name_the_text_announces_is_redacted_where_ner_misses_it(presidio_rail: PresidioRail) -> None:
+    text = ("Approver: Pieter de Vries\nHi Tyler,\nPresent: Amara, Joaquín, Sven\nI've updated it, Mr Okafor.\n"
+            "Contact: Accounts Payable\nHi team, thanks CFO")
+    redacted, _, _ = presidio_rail.redact(text)
+    assert redacted == ("Approver: <PERSON>\nHi <PERSON>,\nPresent: <PERSON>, <PERSON>, <PERSON>\nI've updated it, Mr <PERSON>.\n"
+                        "Contact: Accounts Payable\nHi team, thanks CFO")
+
+
+def test_the_phone_matcher_skipping_short_candidates_finds_what_libphonenumbers_finds() -> None:
+    import phonenumbers
+
+    from flotilla.guardrails.pii_phone import GroupedPhoneRecognizer, _ShortCandidatesSkipped
+    from tests.support.pii_set import load
+
+    texts = [doc.text for doc in load("dev") + load("test")]
+    texts += ["Call 1-800-FLOWERS or 0800 1111, +683 4002, +49 30 1234, 030 12345, 24.50 / 980.00", "+1 212 555 0147 ext. 12"]
+    for region in GroupedPhoneRecognizer.DEFAULT_SUPPORTED_REGIONS:
+        for leniency in (phonenumbers.Leniency.VALID, phonenumbers.Leniency.STRICT_GROUPING):
+            for text in texts:
+                plain = [(m.start, m.end) for m in phonenumbers.PhoneNumberMatcher(text, region, leniency=leniency)]
+                assert [(m.start, m.end) for m in _ShortCandidatesSkipped(text, region, leniency=leniency)] == plain
+    assert hasattr(phonenumbers.PhoneNumberMatcher, "_parse_and_verify")  # the hook it overrides

@@ -1,0 +1,110 @@
+"""Names that business text announces, which spaCy's small model misses (`AnnouncedNameRecognizer`).
+
+On the labelled PII sets (`python bench/bench_pii_recall.py`) spaCy's NER let about a third of
+names through, most of them where the text itself says a person follows: after a label such as
+"Approver:" or "Line manager:", after a greeting ("Hi Tyler,") or a title ("Mr Okafor"). This
+recognizer reads those places: one to four capitalised words (name particles such as "de" or
+"van" between them) right after the cue, never one that names a company, team or role
+(`NOT_NAMES`); a label of several people ("Present:") takes a list. Lower-case names in chat and
+names alone in a JSON value stay with NER.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from presidio_analyzer import LocalRecognizer, RecognizerResult
+
+__all__ = ["AnnouncedNameRecognizer"]
+
+PERSON_LABELS = (
+    "name", "full name", "employee", "customer", "contact", "contact person", "approver", "approved by", "requester",
+    "requested by", "agent", "caller", "guest", "patient", "candidate", "applicant", "manager", "line manager",
+    "account manager", "owner", "assignee", "reporter", "attn", "attention", "buddy", "driver", "lead", "project lead",
+    "team lead", "incident commander", "signed", "signed by", "prepared by", "reviewed by", "submitted by", "raised by",
+    "passenger", "traveller", "traveler", "payee", "account holder", "cardholder", "beneficiary", "tenant", "author",
+    "technician", "employee name", "claimant", "supervisor", "recipient", "sender", "host", "interviewer", "mentor",
+)
+LIST_LABELS = ("present", "attendees", "participants", "cc", "invited", "apologies")
+GREETINGS = ("hi", "hello", "hey", "dear", "thanks", "thank you", "cheers", "morning", "good morning", "good afternoon")
+TITLES = ("Mr", "Mrs", "Ms", "Miss", "Mx", "Dr", "Prof", "Herr", "Frau", "Mme", "Mlle", "Sr", "Sra")
+PARTICLES = frozenset({"de", "da", "di", "van", "der", "den", "von", "la", "le", "du", "dos", "das", "del", "bin", "al", "el", "ter"})
+NOT_NAMES = frozenset(
+    "team all everyone there folks guys customer customers sir madam colleagues again both none n/a tbd unknown "
+    "accounts payable receivable finance support service services sales operations hr it legal procurement "
+    "department office desk help helpdesk group ltd limited inc llc gmbh plc corp co company bank hotel "
+    "traders supplies solutions systems partners holdings international the a an for and of team's "
+    "manager director officer engineer admin administrator user users client clients vendor supplier".split()
+)
+
+_LABEL = re.compile(r"(?i)\b(?P<label>" + "|".join(re.escape(x) for x in sorted(PERSON_LABELS + LIST_LABELS, key=len, reverse=True))
+                    + r")[ \t]*[:(][ \t]*")
+_BY = re.compile(r"(?i)\b(?:approved|requested|submitted|raised|signed|prepared|reviewed|authori[sz]ed|written|sent) by[ \t]+"
+                 r"|\b(?:attn\.?|attention|c/o|for the attention of)[ \t]*:?[ \t]+")
+_GREETING = re.compile(r"(?im)(?:^|[.!?]\s+)(?:" + "|".join(re.escape(g) for g in GREETINGS) + r")\b,?[ \t]+")
+_TITLE = re.compile(r"\b(?:" + "|".join(TITLES) + r")\.?[ \t]+")
+_WORD = re.compile(r"[^\W\d_][^\W\d_'’\-]*")
+_LIST_JOIN = re.compile(r"\s*(?:,|/|&|\band\b)\s*")
+
+
+class AnnouncedNameRecognizer(LocalRecognizer):
+    """PERSON where a label, greeting or title announces a name; scored 0.6, no context list."""
+
+    SCORE = 0.6
+
+    def __init__(self) -> None:
+        super().__init__(supported_entities=["PERSON"], supported_language="en", name="AnnouncedNameRecognizer")
+
+    def load(self) -> None:
+        pass
+
+    def analyze(self, text: str, entities: list[str], nlp_artifacts: Any = None) -> list[RecognizerResult]:
+        spans: list[tuple[int, int]] = []
+        for cue in _LABEL.finditer(text):
+            many = cue.group("label").lower() in LIST_LABELS
+            spans += _names_at(text, cue.end(), many=many)
+        for cue in (*_BY.finditer(text), *_GREETING.finditer(text), *_TITLE.finditer(text)):
+            spans += _names_at(text, cue.end(), many=False)
+        return [RecognizerResult("PERSON", start, end, self.SCORE,
+                                 recognition_metadata={RecognizerResult.RECOGNIZER_NAME_KEY: self.name,
+                                                       RecognizerResult.RECOGNIZER_IDENTIFIER_KEY: self.id})
+                for start, end in sorted(set(spans))]
+
+
+def _names_at(text: str, at: int, *, many: bool) -> list[tuple[int, int]]:
+    """The name (or, `many`, the list of names) starting exactly at `at`, as (start, end) spans."""
+    found = []
+    while True:
+        span = _name_at(text, at)
+        if span is None:
+            return found
+        found.append(span)
+        join = _LIST_JOIN.match(text, span[1])
+        if not many or join is None or "\n" in join.group():
+            return found
+        at = join.end()
+
+
+def _name_at(text: str, at: int) -> tuple[int, int] | None:
+    words: list[re.Match[str]] = []
+    pos = at
+    while len(words) < 4:
+        word = _WORD.match(text, pos)
+        if word is None:
+            break
+        token = word.group()
+        if token[0].isupper() and not token.isupper() and token.lower() not in NOT_NAMES:  # "I", "CFO": not names
+            words.append(word)
+        elif not (words and token in PARTICLES):
+            break
+        gap = re.match(r"[ \t]", text[word.end(): word.end() + 1])
+        if gap is None:
+            break
+        pos = word.end() + 1
+    if not words:
+        return None
+    following = _WORD.match(text, words[-1].end() + 1)
+    if following is not None and following.group()[0].isupper() and following.group().lower() in NOT_NAMES:
+        return None  # "Contoso Support Team": a team, not a person
+    return words[0].start(), words[-1].end()
