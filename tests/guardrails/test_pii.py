@@ -77,3 +77,7 @@ def test_the_phone_matcher_skipping_short_candidates_finds_what_libphonenumbers_
                 plain = [(m.start, m.end) for m in phonenumbers.PhoneNumberMatcher(text, region, leniency=leniency)]
                 assert [(m.start, m.end) for m in _ShortCandidatesSkipped(text, region, leniency=leniency)] == plain
     assert hasattr(phonenumbers.PhoneNumberMatcher, "_parse_and_verify")  # the hook it overrides
+
+
+def test_a_mastercard_2_series_number_is_a_card_when_its_check_digit_is_right(presidio_rail: PresidioRail) -> None:
+    assert presidio_rail.redact("card 2226 8925 5388 5355, ref 2226892553885356")[0] == "card <CREDIT_CARD>, ref 2226892553885356"

@@ -85,7 +85,7 @@ def test_the_audit_redaction_keeps_its_measured_recall_on_the_labelled_sets(pres
         for (entity, _, _), outcome in result.outcome.items():
             outcomes.setdefault(entity, []).append(outcome)
     recall = {entity: found.count("redacted") / len(found) for entity, found in outcomes.items()}
-    floors = {"PERSON": 0.6, "PHONE_NUMBER": 0.85, "EMAIL_ADDRESS": 0.85, "CREDIT_CARD": 0.9, "IBAN_CODE": 0.95,
+    floors = {"PERSON": 0.7, "PHONE_NUMBER": 0.85, "EMAIL_ADDRESS": 0.85, "CREDIT_CARD": 0.95, "IBAN_CODE": 0.95,
               "US_SSN": 0.95, "IP_ADDRESS": 0.95}
     assert {e: r for e, r in recall.items() if r < floors[e]} == {}, recall
     assert false_positives / sum(len(doc.text.split()) for doc in docs) < 0.015
