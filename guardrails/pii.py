@@ -22,7 +22,7 @@ from presidio_anonymizer.entities import OperatorConfig
 
 from flotilla.guardrails._timing import Stopwatch
 from flotilla.guardrails.base import RailPoint, Verdict, current_own_messages
-from flotilla.guardrails.pii_names import AnnouncedNameRecognizer
+from flotilla.guardrails.pii_names import AnnouncedNameRecognizer, is_person_field
 from flotilla.guardrails.pii_phone import GroupedPhoneRecognizer
 
 __all__ = ["PresidioRail", "OfflineEmailRecognizer", "placeholder", "DEFAULT_PII_ENTITIES", "SPACY_MODEL"]
@@ -107,16 +107,20 @@ class PresidioRail:
             found: set[str] = set()
             scores: list[float] = []
 
-            def walk(value: Any) -> Any:
+            def walk(value: Any, key: str | None = None, parent: str | None = None) -> Any:
                 if isinstance(value, str):
+                    if "PERSON" in self.entities and is_person_field(value, key, parent):
+                        found.add("PERSON")
+                        scores.append(AnnouncedNameRecognizer.SCORE)
+                        return placeholder("PERSON")
                     redacted, kinds, score = self._redact_plain(value)
                     found.update(kinds)
                     scores.extend([score] if score is not None else [])
                     return redacted
                 if isinstance(value, dict):
-                    return {k: walk(v) for k, v in value.items()}
+                    return {k: walk(v, k, key) for k, v in value.items()}
                 if isinstance(value, list):
-                    return [walk(v) for v in value]
+                    return [walk(v, key, parent) for v in value]  # "attendees": [...] holds people too
                 return value
 
             redacted_data = walk(data)

@@ -28,6 +28,7 @@ from presidio_anonymizer.entities import OperatorConfig
 
 from flotilla.guardrails.base import current_own_messages
 from flotilla.guardrails.pii import CHUNK_CHARS, PresidioRail, _outside, placeholder
+from flotilla.guardrails.pii_names import is_person_field
 from flotilla.guardrails.pii_staged import StagedAnalyzer
 
 __all__ = ["BatchRedactor", "could_hold_pii", "STRUCTURAL_WORDS"]
@@ -72,6 +73,7 @@ class BatchRedactor:
             nlp.disable_pipe("parser")
         self._staged = StagedAnalyzer(rail._analyzer, rail.entities, rail.score_threshold, batch_size=batch_size)
         self._operators = {e: OperatorConfig("replace", {"new_value": placeholder(e)}) for e in rail.entities}
+        self._person = placeholder("PERSON") if "PERSON" in rail.entities else None
         self._cache: OrderedDict[str, str] = OrderedDict()
         self._cache_chars = 0
         self._lock = threading.Lock()
@@ -102,7 +104,7 @@ class BatchRedactor:
                 out.append(redacted.get(text, text))
                 continue
             changed = [False]
-            new = _replace(data, redacted, changed)
+            new = _replace(data, redacted, changed, self._person)
             out.append(json.dumps(new, ensure_ascii=False) if changed[0] else text)
         return out
 
@@ -179,16 +181,18 @@ def _collect(value: Any, into: dict[str, None]) -> None:
             _collect(item, into)
 
 
-def _replace(value: Any, redacted: dict[str, str], changed: list[bool]) -> Any:
+def _replace(value: Any, redacted: dict[str, str], changed: list[bool], person: str | None, key: str | None = None,
+             parent: str | None = None) -> Any:
+    """`value` with each string leaf redacted; a name in a field that holds a person (`is_person_field`)
+    becomes `person` (None: PERSON is not redacted), as `PresidioRail.redact` does."""
     if isinstance(value, str):
-        new = redacted.get(value)
+        new = person if person is not None and is_person_field(value, key, parent) else redacted.get(value)
         if new is None:
             return value
         changed[0] = True
         return new
     if isinstance(value, dict):
-        return {key: _replace(item, redacted, changed) for key, item in value.items()}
+        return {k: _replace(item, redacted, changed, person, k, key) for k, item in value.items()}
     if isinstance(value, list):
-        return [_replace(item, redacted, changed) for item in value]
+        return [_replace(item, redacted, changed, person, key, parent) for item in value]
     return value
-

@@ -6,7 +6,8 @@ names through, most of them where the text itself says a person follows: after a
 recognizer reads those places: one to four capitalised words (name particles such as "de" or
 "van" between them) right after the cue, never one that names a company, team or role
 (`NOT_NAMES`); a label of several people ("Present:") takes a list. Lower-case names in chat and
-names alone in a JSON value stay with NER.
+`names_a_person` does the same for JSON: a field whose key says it holds a person ("contact_person",
+"last_name", "attendees", or "name" inside "customer") and whose value is name-shaped is a name.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any
 
 from presidio_analyzer import LocalRecognizer, RecognizerResult
 
-__all__ = ["AnnouncedNameRecognizer"]
+__all__ = ["AnnouncedNameRecognizer", "is_person_field", "names_a_person", "is_name_shaped"]
 
 PERSON_LABELS = (
     "name", "full name", "employee", "customer", "contact", "contact person", "approver", "approved by", "requester",
@@ -45,6 +46,8 @@ _BY = re.compile(r"(?i)\b(?:approved|requested|submitted|raised|signed|prepared|
 _GREETING = re.compile(r"(?im)(?:^|[.!?]\s+)(?:" + "|".join(re.escape(g) for g in GREETINGS) + r")\b,?[ \t]+")
 _TITLE = re.compile(r"\b(?:" + "|".join(TITLES) + r")\.?[ \t]+")
 _WORD = re.compile(r"[^\W\d_][^\W\d_'’\-]*")
+_KEY_WORDS = re.compile(r"[A-Z]?[a-z]+|[A-Z]+(?![a-z])")
+NAME_FIELDS = frozenset({"first name", "last name", "full name", "given name", "family name", "surname", "forename", "middle name"})
 _LIST_JOIN = re.compile(r"\s*(?:,|/|&|\band\b)\s*")
 
 
@@ -108,3 +111,23 @@ def _name_at(text: str, at: int) -> tuple[int, int] | None:
     if following is not None and following.group()[0].isupper() and following.group().lower() in NOT_NAMES:
         return None  # "Contoso Support Team": a team, not a person
     return words[0].start(), words[-1].end()
+
+
+def names_a_person(key: str, parent: str | None = None) -> bool:
+    """True when a JSON field called `key` (inside one called `parent`) holds a person's name:
+    "contact_person", "lastName", "attendees"; a bare "name" only inside a person ("customer")."""
+    label = " ".join(word.lower() for word in _KEY_WORDS.findall(key))
+    if label in NAME_FIELDS or (label in PERSON_LABELS and label != "name") or label in LIST_LABELS:
+        return True
+    return label == "name" and parent is not None and names_a_person(parent)
+
+
+def is_name_shaped(value: str) -> bool:
+    """The whole of `value` is one name as the recognizer reads it ("Franziska Braun", "Mendoza")."""
+    text = value.strip()
+    return bool(text) and _name_at(text, 0) == (0, len(text))
+
+
+def is_person_field(value: str, key: str | None, parent: str | None) -> bool:
+    """A JSON string value that is a person's name by its field (`names_a_person`) and its shape."""
+    return key is not None and names_a_person(key, parent) and is_name_shaped(value)

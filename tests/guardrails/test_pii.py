@@ -81,3 +81,16 @@ def test_the_phone_matcher_skipping_short_candidates_finds_what_libphonenumbers_
 
 def test_a_mastercard_2_series_number_is_a_card_when_its_check_digit_is_right(presidio_rail: PresidioRail) -> None:
     assert presidio_rail.redact("card 2226 8925 5388 5355, ref 2226892553885356")[0] == "card <CREDIT_CARD>, ref 2226892553885356"
+
+
+def test_a_name_in_a_field_that_holds_a_person_is_redacted_by_both_paths(presidio_rail: PresidioRail) -> None:
+    from flotilla.guardrails.pii_batch import BatchRedactor
+
+    text = json.dumps({"customer": {"name": "Imani Okoro", "tier": "Gold"}, "product": {"name": "Ergonomic Chair"},
+                       "contact_person": "Franziska Braun", "attendees": ["Ewa Zielińska", "Accounts Payable"], "lastName": "Mendoza"},
+                      ensure_ascii=False)
+    want = {"customer": {"name": "<PERSON>", "tier": "Gold"}, "product": {"name": "Ergonomic Chair"},
+            "contact_person": "<PERSON>", "attendees": ["<PERSON>", "Accounts Payable"], "lastName": "<PERSON>"}
+    assert json.loads(presidio_rail.redact(text)[0]) == want
+    assert json.loads(BatchRedactor(presidio_rail).redact(text)) == want
+    assert PresidioRail(entities=["EMAIL_ADDRESS"], analyzer=presidio_rail._analyzer).redact(text)[0] == text
