@@ -5,9 +5,11 @@ names through, most of them where the text itself says a person follows: after a
 "Approver:" or "Line manager:", after a greeting ("Hi Tyler,") or a title ("Mr Okafor"). This
 recognizer reads those places: one to four capitalised words (name particles such as "de" or
 "van" between them) right after the cue, never one that names a company, team or role
-(`NOT_NAMES`); a label of several people ("Present:") takes a list. Lower-case names in chat and
-`names_a_person` does the same for JSON: a field whose key says it holds a person ("contact_person",
-"last_name", "attendees", or "name" inside "customer") and whose value is name-shaped is a name.
+(`NOT_NAMES`); a label of several people ("Present:") takes a list. Lower-case names in chat
+stay with NER (which mostly misses them).
+
+`is_person_field` does the same for JSON: a value is a name when its field says it holds a person
+("contact_person", "lastName", "attendees", or "name" inside "customer") and it is name-shaped.
 """
 
 from __future__ import annotations
