@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -55,7 +56,41 @@ def write_configs(tmp: Path, url: str) -> dict[str, Path]:
 def flotilla(tmp: Path, *args: str, timeout: float = 180, popen: bool = False):
     env = {**os.environ, "FLOTILLA_DATA_DIR": str(tmp / "data"), "FLOTILLA_CACHE_DIR": str(tmp / "cache"), "COLUMNS": "200"}
     env.pop("FLOTILLA_CONFIG", None)
+    if popen:
+        env["PYTHONFAULTHANDLER"] = "1"  # SIGABRT dumps every thread's stack (see `communicate_or_explain`)
     command = [sys.executable, "-m", "flotilla.runtime", *args]
     if popen:
         return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=tmp)
     return subprocess.run(command, capture_output=True, env=env, cwd=tmp, timeout=timeout)
+
+
+def communicate_or_explain(proc: subprocess.Popen, timeout: float) -> tuple[bytes, bytes]:
+    """`proc.communicate(timeout)`; when it times out, fail with what was stuck: whether the process
+    had exited (a descendant then holds its pipes), its descendants, and every thread's stack."""
+    try:
+        return proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        exited = proc.poll()
+        table = subprocess.run(["ps", "-e", "-o", "pid=,ppid=,stat=,etime=,args="], capture_output=True, text=True).stdout
+        rows = [line.split(None, 4) for line in table.splitlines()]
+        family, grew = {proc.pid}, True
+        while grew:
+            grew = False
+            for row in rows:
+                if int(row[1]) in family and int(row[0]) not in family:
+                    family.add(int(row[0]))
+                    grew = True
+        tree = "\n".join(" ".join(row) for row in rows if int(row[0]) in family)
+        if exited is None:
+            proc.send_signal(signal.SIGABRT)
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                pass
+        for pid in family:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        _, err = proc.communicate()
+        raise AssertionError(f"no exit within {timeout}s (exit code then: {exited}); processes:\n{tree}\nstderr:\n{err.decode(errors='replace')}") from None

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.eval_support import CASES, DATA, answer, flotilla, scripted_server, write_configs
+from tests.eval_support import CASES, DATA, answer, communicate_or_explain, flotilla, scripted_server, write_configs
 from tests.support.scripted_openai import Reply, schema_name
 from tests.support.servers import serve_app
 
@@ -147,7 +147,7 @@ def test_ctrl_c_keeps_finished_cases_and_the_rerun_continues(tmp_path: Path, end
     while asked["invoices"] < 3:
         time.sleep(0.05)
     proc.send_signal(signal.SIGINT)
-    _, stderr = proc.communicate(timeout=60)
+    _, stderr = communicate_or_explain(proc, timeout=60)
     err = stderr.decode()
     assert proc.returncode == 130, err
     assert "2 finished case result(s) are kept" in err
