@@ -3,7 +3,7 @@
 A caller blocks until the transaction holding its write has committed (its write is on disk
 when `run` returns, as with a transaction of its own). Whoever arrives while no transaction is
 open leads: it takes every write queued so far, runs them in order in one transaction, each in
-its own savepoint (a failing write fails alone), commits, and wakes the others. Writes that
+its own savepoint (a failing write fails alone; a write alone needs none), commits, and wakes the others. Writes that
 arrived meanwhile are led by one of their callers. No thread of its own, nothing to shut down.
 """
 
@@ -65,6 +65,9 @@ class GroupCommit:
     def _commit(self, batch: list[_Write[Any]]) -> None:
         try:
             with self._transaction() as conn:
+                if len(batch) == 1:  # alone: its failure rolls the transaction back, no savepoint needed
+                    batch[0].result = batch[0].write(conn)
+                    return
                 for item in batch:
                     try:
                         with conn.begin_nested():

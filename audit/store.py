@@ -10,6 +10,7 @@ threads at once share a transaction (group commit, `group_commit.py`): one fsync
 
 from __future__ import annotations
 
+import functools
 import json
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -156,7 +157,7 @@ class AuditStore:
         return self._group.run(write)
 
     def _append(self, conn: Connection, new: Sequence[NewRecord]) -> int:
-        current = conn.execute(select(head.c.seq, head.c.hash).where(head.c.id == 1)).first()
+        current = conn.execute(_HEAD_NOW).first()
         seq, prev = (current.seq, current.hash) if current else (0, GENESIS)
         if not new:
             return seq
@@ -169,13 +170,13 @@ class AuditStore:
             rows.append({"seq": seq, "kind": rec.kind, "run_id": rec.run_id, "recorded_at": now,
                          "payload": payload, "prev_hash": prev, "hash": digest})
             prev = digest
-        conn.execute(insert(records), rows)
+        conn.execute(_INSERT_RECORDS, rows)
         mark = sign_mark(SignedMark("head", seq, prev, now), self.hmac_key)
         values = {"seq": mark.seq, "hash": mark.hash, "recorded_at": mark.recorded_at, "signature": mark.signature}
         if current is None:
-            conn.execute(insert(head).values(id=1, **values))
+            conn.execute(_INSERT_HEAD, {"id": 1, **values})
         else:
-            conn.execute(update(head).where(head.c.id == 1).values(**values))
+            conn.execute(_UPDATE_HEAD, values)
         self._update_summaries(conn, new, rows)
         return seq
 
@@ -188,7 +189,7 @@ class AuditStore:
             return
         existing = {
             r["run_id"]: _summary_from_row(r)
-            for r in conn.execute(select(run_summaries).where(run_summaries.c.run_id.in_(list(touched)))).mappings()
+            for r in conn.execute(_SUMMARIES_OF, {"run_ids": list(touched)}).mappings()
         }
         inserts, updates = [], []
         for run_id, items in touched.items():
@@ -202,11 +203,9 @@ class AuditStore:
             row = _summary_to_row(summary)
             (updates if run_id in existing else inserts).append(row)
         if inserts:
-            conn.execute(insert(run_summaries), inserts)
+            conn.execute(_INSERT_SUMMARIES, inserts)
         if updates:
-            cols = {c: bindparam(f"v_{c}") for c in updates[0] if c != "run_id"}
-            stmt = update(run_summaries).where(run_summaries.c.run_id == bindparam("v_run_id")).values(cols)
-            conn.execute(stmt, [{f"v_{k}": v for k, v in row.items()} for row in updates])
+            conn.execute(_summary_update(tuple(updates[0])), [{f"v_{k}": v for k, v in row.items()} for row in updates])
 
     # -- reading -------------------------------------------------------------------------
 
@@ -331,6 +330,21 @@ def _engine(url: str) -> Engine:
         conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get("audit_write") else "BEGIN")
 
     return engine
+
+
+# An append's statements, built once: building and cache-keying them cost more CPU than SQLite's own work.
+_HEAD_NOW = select(head.c.seq, head.c.hash).where(head.c.id == 1)
+_INSERT_RECORDS = insert(records)
+_INSERT_HEAD = insert(head)
+_UPDATE_HEAD = update(head).where(head.c.id == 1)
+_SUMMARIES_OF = select(run_summaries).where(run_summaries.c.run_id.in_(bindparam("run_ids", expanding=True)))
+_INSERT_SUMMARIES = insert(run_summaries)
+
+
+@functools.cache
+def _summary_update(columns: tuple[str, ...]) -> Any:
+    values = {c: bindparam(f"v_{c}") for c in columns if c != "run_id"}
+    return update(run_summaries).where(run_summaries.c.run_id == bindparam("v_run_id")).values(values)
 
 
 def _head(conn: Connection) -> SignedMark | None:
