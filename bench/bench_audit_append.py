@@ -1,6 +1,6 @@
 """CPU per audit append, this checkout vs an earlier commit, in the same run (interleaved rounds).
 
-    python bench/bench_audit_append.py [--against HEAD~1] [--appends 300] [--rounds 3]
+    python bench/bench_audit_append.py [--against COMMIT] [--appends 300] [--rounds 3]
 
 Every run's start and finish is an append to the audit chain (AuditStore.record_many, on SQLite,
 fsync'd): one `run` record, or two queued together. `--against` checks the commit out into a
