@@ -3,13 +3,15 @@
 `PresidioRail.redact` analyses one string at a time, and a chat message list (JSON) is many
 strings. Here a whole export batch is redacted together, giving what `redact` gives text by text:
 
-- JSON stays JSON: its string leaves are pulled out of every text of the batch;
+- JSON stays JSON: its string leaves are pulled out of every text of the batch (and, unlike the
+  rail, integers long enough to be a card or phone number, which the record need not keep as numbers);
 - leaves that cannot hold any configured entity are not analysed (a fixed set of structural
   words such as message roles, and short values with no letter and too few digits for a phone,
   card, SSN, IBAN or IP address). Anything with a letter may be a name and goes through NER;
 - each distinct leaf is analysed once, and remembered (an LRU), so the system prompt repeated
   in every step, or the same text reaching two exporters, costs one analysis; a long leaf is
-  analysed paragraph by paragraph, so the run's input repeated in every step's prompt is too;
+  analysed paragraph by paragraph (a heading line such as "INPUT:" a piece of its own, a JSON
+  paragraph leaf by leaf), so the run's input and the earlier answers each prompt repeats are too;
 - the rest is analysed as one batch (`StagedAnalyzer`: Presidio's findings with spaCy run in
   batches, and the pipes that only feed lemmas only where something was found), without the dependency parser, which
   Presidio does not read.
@@ -31,7 +33,7 @@ from flotilla.guardrails.pii import CHUNK_CHARS, PresidioRail, _outside, placeho
 from flotilla.guardrails.pii_names import is_person_field
 from flotilla.guardrails.pii_staged import StagedAnalyzer
 
-__all__ = ["BatchRedactor", "could_hold_pii", "STRUCTURAL_WORDS"]
+__all__ = ["BatchRedactor", "could_hold_pii", "numeric_leaf", "STRUCTURAL_WORDS"]
 
 STRUCTURAL_WORDS = frozenset(
     {"system", "user", "assistant", "tool", "developer", "function", "text", "stop", "length", "tool_calls",
@@ -49,6 +51,15 @@ CACHE_CHARS = 4_000_000
 """All cached leaves together (raw + redacted characters): 20,000 long paragraphs would otherwise
 hold up to 160M characters. Hits come from the texts of runs in flight and the prompts every step
 repeats (least recently used go first), which 100 runs in flight keep within ~1M characters."""
+
+
+def numeric_leaf(value: Any) -> str | None:
+    """A JSON integer with digits enough for a card, phone, SSN or account number, as text: the
+    audit copy redacts it as it would the string (`PresidioRail.redact` keeps a JSON number as is,
+    since what it returns flows on into the workflow, where the type matters); else None."""
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 10 ** (MIN_DIGITS - 1):
+        return str(value)
+    return None
 
 
 def could_hold_pii(leaf: str) -> bool:
@@ -91,9 +102,19 @@ class BatchRedactor:
                 _collect(data, leaves)
         # A long leaf is redacted paragraph by paragraph (as the rail cuts texts over its limit):
         # a prompt repeats the run's input plus earlier answers, so its paragraphs are cache hits.
+        # A paragraph that is JSON (an earlier step's answer) is redacted leaf by leaf, as the
+        # answer's own span attribute is: one analysis serves both, and both read alike.
         pieces = {leaf: _paragraphs(leaf) for leaf in leaves if len(leaf) > PARAGRAPH_SPLIT_CHARS}
-        wanted = dict.fromkeys(p for leaf in leaves for p in pieces.get(leaf, (leaf,)))
+        structured = {p: data for parts in pieces.values() for p in parts if (data := _json_container(p)) is not None}
+        wanted = dict.fromkeys(p for leaf in leaves for p in pieces.get(leaf, (leaf,)) if p not in structured)
+        for data in structured.values():
+            _collect(data, wanted)
         done = self._leaves(list(wanted))
+        for piece, data in structured.items():
+            changed = [False]
+            new = _replace(data, done, changed, self._person)
+            if changed[0]:
+                done[piece] = json.dumps(new, ensure_ascii=False)
         redacted = {leaf: done[leaf] for leaf in leaves if leaf in done and leaf not in pieces}
         for leaf, parts in pieces.items():
             if any(part in done for part in parts):
@@ -154,8 +175,17 @@ class BatchRedactor:
 
 
 def _paragraphs(text: str) -> list[str]:
-    """`text` cut at blank lines, the separators pieces of their own; the pieces join back to `text` exactly."""
-    return [piece for piece in re.split(r"(\n[ \t]*\n\s*)", text) if piece]
+    """`text` cut at blank lines, the separators (and the text's leading and trailing white space)
+    pieces of their own, and a paragraph's heading line ("INPUT:", "EXTRACT RESULT:", as agents
+    label a prompt's parts) cut from what follows it, so the run's input reads as it does alone;
+    the pieces join back to `text` exactly."""
+    return [piece for paragraph in _BLANK_LINES.split(text) for piece in _HEADING.split(paragraph, maxsplit=1) if piece]
+
+
+_BLANK_LINES = re.compile(r"(\s*\n[ \t]*\n\s*|\A\s+|\s+\Z)")
+
+
+_HEADING = re.compile(r"\A([A-Z][A-Z0-9 _/-]{0,40}:[ \t]*\n)")
 
 
 def _json_container(text: str) -> Any:
@@ -173,6 +203,8 @@ def _json_container(text: str) -> Any:
 def _collect(value: Any, into: dict[str, None]) -> None:
     if isinstance(value, str):
         into[value] = None
+    elif (number := numeric_leaf(value)) is not None:
+        into[number] = None
     elif isinstance(value, dict):
         for item in value.values():
             _collect(item, into)
@@ -183,12 +215,15 @@ def _collect(value: Any, into: dict[str, None]) -> None:
 
 def _replace(value: Any, redacted: dict[str, str], changed: list[bool], person: str | None, key: str | None = None,
              parent: str | None = None) -> Any:
-    """`value` with each string leaf redacted; a name in a field that holds a person (`is_person_field`)
+    """`value` with each string leaf (and long integer) redacted; a name in a field that holds a person (`is_person_field`)
     becomes `person` (None: PERSON is not redacted), as `PresidioRail.redact` does."""
     if isinstance(value, str):
         new = person if person is not None and is_person_field(value, key, parent) else redacted.get(value)
-        if new is None:
-            return value
+    elif (number := numeric_leaf(value)) is not None:
+        new = redacted.get(number)
+    else:
+        new = None
+    if new is not None:
         changed[0] = True
         return new
     if isinstance(value, dict):

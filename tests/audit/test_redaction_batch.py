@@ -53,6 +53,13 @@ def test_batched_redaction_gives_what_the_rail_gives_text_by_text(batch: BatchRe
     assert "John Smith" not in expected[2] and json.loads(expected[2])[0] == {"role": "system", "content": "You are helpful."}
 
 
+def test_a_card_number_written_as_a_json_number_is_redacted_in_the_record(batch: BatchRedactor) -> None:
+    """The rail keeps a JSON number as is (its output flows on, where the type matters); the record need not."""
+    text = json.dumps({"card": 4111111111111111, "quantity": 40, "year": 2026, "total": 2734.8, "ok": True})
+    assert json.loads(batch.redact_many([text])[0]) == {"card": "<CREDIT_CARD>", "quantity": 40, "year": 2026, "total": 2734.8, "ok": True}
+    assert batch.rail.redact(text)[0] == text
+
+
 def test_the_leaf_cache_keeps_to_its_character_budget(batch: BatchRedactor, monkeypatch: pytest.MonkeyPatch) -> None:
     from flotilla.guardrails import pii_batch
 
@@ -107,6 +114,26 @@ def test_the_prefilter_only_skips_text_no_entity_can_match() -> None:
         assert not could_hold_pii(skipped), skipped
     for analysed in ("Ann", "Bo Li", "a@b.co", "1.2.3.4", "020 7946 0958", "4111111111111111", "GB82WEST12345698765432"):
         assert could_hold_pii(analysed), analysed
+
+
+def test_a_prompt_reads_as_its_parts_do_alone_and_costs_no_second_analysis(batch: BatchRedactor, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A step's prompt repeats the run's input under "INPUT:" and an earlier answer (JSON) under
+    "EXTRACT RESULT:": each part is redacted as it is on its own (the input's run record, the
+    answer's span attribute), and once."""
+    document = "Refund request from Maria Gonzalez, maria.gonzalez@example.org.\n" + "Line item: copier paper, 40 boxes.\n" * 16
+    answer = json.dumps({"contact_person": "Ann Lee", "note": "Called John Smith on 020 7946 0958", "total": 12.5})
+    prompt = f"INPUT:\n{document}\n\nEXTRACT RESULT:\n{answer}"
+    analysed: list[str] = []
+    analyze = batch._analyze
+    monkeypatch.setattr(batch, "_analyze", lambda texts: analysed.extend(texts) or analyze(texts))
+    redacted_prompt = batch.redact_many([prompt])[0]
+    first = len(analysed)
+    alone = batch.redact_many([document, answer])
+    assert len(analysed) == first  # both parts were analysed for the prompt already
+    assert redacted_prompt == f"INPUT:\n{alone[0]}\n\nEXTRACT RESULT:\n{alone[1]}"
+    assert alone == [batch.rail.redact(document)[0], batch.rail.redact(answer)[0]]
+    for raw in ("Maria Gonzalez", "maria.gonzalez@example.org", "Ann Lee", "John Smith", "7946"):
+        assert raw not in redacted_prompt, raw
 
 
 def test_a_batch_is_redacted_once_and_shared_by_every_exporter(sqlite_store: AuditStore) -> None:

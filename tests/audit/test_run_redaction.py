@@ -73,3 +73,25 @@ def test_unfinished_runs_keep_their_raw_input_and_full_or_off_finish_at_once(tmp
     off.finish_run("r5", "failed", STEPS, output=OUTPUT)
     record = RunStore(url).get_run("r5")
     assert record.content == "off" and record.input is None and record.output is None
+
+
+def test_runs_that_finish_together_are_redacted_in_one_batch(tmp_path: Path, rail: PresidioRail) -> None:
+    batches: list[int] = []
+
+    def redact_many(texts):
+        batches.append(len(texts))
+        return [rail.redact(text)[0] for text in texts]
+
+    url = f"sqlite:///{tmp_path / 'runs.sqlite'}"
+    store = RunStore(url, sanitizer=Sanitizer("redacted", redact_many=redact_many))
+    ids = [f"r{i}" for i in range(5)]
+    for run_id in ids:  # written raw, as a process that died before its queue ran leaves them
+        RunStore(url).start_run(run_id, "wf", "v1", INPUT.replace("INV-7", f"INV-{run_id}"), None)
+        with store.engine.begin() as conn:
+            conn.execute(update(runs).where(runs.c.run_id == run_id).values(status="succeeded", output='{"body": "Sent to jane.doe@example.com."}'))
+    assert store.redaction.redact_many([*ids, "r-unknown"]) == 5
+    assert len(batches) == 1  # one redaction batch for the five records
+    for run_id in ids:
+        record = RunStore(url).get_run(run_id)
+        assert record.content == "redacted" and raw_pii_in(record) == [] and record.output == {"body": "Sent to <EMAIL>."}
+    assert store.redaction.redact_many(ids) == 0  # done already: nothing raw is left
