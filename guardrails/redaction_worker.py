@@ -23,9 +23,17 @@ class RedactionWorker:
     The worker starts on first use (spawned, not forked: the runtime has threads) and loads
     the model there. If it dies, the call raises (the caller drops the content it could not
     redact: nothing raw leaks) and the next call starts a new one.
+
+    `niceness`: the worker runs at a lower CPU priority than the runtime (Unix nice). Nothing a
+    run waits for goes through it (spans are exported, and finished runs' records redacted, in
+    the background), so when runs and redaction want more CPU than there is, runs go first and
+    the export catches up when the load eases — late, never lost (the span write-ahead log and
+    the full drain at shutdown). At equal priority, the runtime, its model servers and this
+    worker share the cores evenly, and a burst of runs waits on redaction it does not need.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, niceness: int = 10) -> None:
+        self.niceness = niceness
         self._pool: Any = None
         self._lock = threading.Lock()
 
@@ -50,8 +58,8 @@ class RedactionWorker:
                 self._pool = ProcessPoolExecutor(
                     max_workers=1,
                     mp_context=multiprocessing.get_context("spawn"),
-                    initializer=_exit_with_parent,
-                    initargs=(os.getpid(),),
+                    initializer=_start_worker,
+                    initargs=(os.getpid(), self.niceness),
                 )
             return self._pool
 
@@ -63,6 +71,12 @@ class RedactionWorker:
 
 
 _WORKER_REDACTOR: Any = None
+
+
+def _start_worker(parent: int, niceness: int) -> None:
+    if niceness:
+        os.nice(niceness)
+    _exit_with_parent(parent)
 
 
 def _exit_with_parent(parent: int) -> None:

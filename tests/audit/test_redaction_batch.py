@@ -8,6 +8,7 @@ the only thing between the prompt's PII and the records is the `redacted` conten
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -86,8 +87,10 @@ def test_the_worker_process_redacts_as_this_process_does_without_spacys_cli(batc
         # spaCy's command line (typer, weasel, rich, …) stays out of the worker's memory.
         loaded = worker._started().submit(_loaded_modules, ("typer", "weasel", "spacy.cli.init_config", "spacy")).result()
         ner_math = worker._started().submit(_ner_matrix_products).result()
+        niceness = worker._started().submit(os.nice, 0).result()
     finally:
         worker.close()
+    assert niceness == min(os.nice(0) + worker.niceness, 19)  # runs go first when the cores are short
     assert loaded == {"typer": False, "weasel": False, "spacy.cli.init_config": False, "spacy": True}
     assert ner_math == (False, 1)  # NER's embedding layers on numpy's OpenBLAS (not BLIS), one thread: the same redactions as above
 
