@@ -111,7 +111,7 @@ async def _timed(run_once: Any, runs: int, flush: Any) -> dict[str, float]:
     after, worker_after = thread_cpu(), children_cpu()
     split = {name: 1000 * (cpu - threads.get(name, 0.0)) / runs for name, cpu in after.items()}
     split = {name: ms for name, ms in split.items() if ms >= 0.05}
-    if worker_after - worker > 0:
+    if 1000 * (worker_after - worker) / runs >= 0.05:
         split["redaction worker (process)"] = 1000 * (worker_after - worker) / runs
     return split
 
