@@ -367,10 +367,14 @@ class WorkflowRunner:
         # Off the loop, and only the row's commit on the run's path: the `finished` audit record
         # follows in the background (repairable from the row, as `started`'s is).
         await self._in_store(self.runs.finish_run, run_id, result.status, result.steps, output=result.output, error=result.error, defer_audit=True)
-        if result.status in DONE and self._saver is not None:
-            await self._forget_checkpoint(run_id)
-        if result.status in DONE and getattr(self.tools, "journal", None) is not None:  # nothing will re-send its calls
-            await self._in_store(self.tools.journal.forget_run, run_id)  # type: ignore[union-attr]
+        if result.status in DONE:  # its outcome is on disk: nothing will resume it or re-send its calls
+            cleanup = []
+            if self._saver is not None:
+                cleanup.append(self._forget_checkpoint(run_id))
+            journal = getattr(self.tools, "journal", None)
+            if journal is not None and (resume or journal.journaled_here(run_id)):  # else it has no entries
+                cleanup.append(self._in_store(journal.forget_run, run_id))
+            await asyncio.gather(*cleanup)  # two databases, two threads: side by side
         await emit("finished", status=result.status, error=result.error)
         return result
 

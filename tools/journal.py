@@ -67,6 +67,12 @@ class ToolCallJournal:
         # the run store writes to the same file at the same moment.
         self.engine: Engine = durable_sqlite(create_engine(url), busy_timeout_ms=10000)
         metadata.create_all(self.engine)
+        self._journaled: set[str] = set()  # runs this object journaled a call for, until forgotten
+
+    def journaled_here(self, run_id: str) -> bool:
+        """Whether this journal started a call of the run (a run that ran nowhere else and
+        journaled nothing here has no entries to forget: its finish skips the write)."""
+        return run_id in self._journaled
 
     def get(self, key: str) -> JournalEntry | None:
         with self.engine.connect() as conn:
@@ -76,6 +82,7 @@ class ToolCallJournal:
     def start(self, key: str, *, run_id: str, step: str, tool: str) -> None:
         """Record that the call is about to be sent (committed before it is)."""
         now = datetime.now(UTC)
+        self._journaled.add(run_id)  # before the write: an entry may exist from here on
         with self.engine.begin() as conn:
             try:
                 with conn.begin_nested():
@@ -99,7 +106,9 @@ class ToolCallJournal:
     def forget_run(self, run_id: str) -> int:
         """Drop a finished run's entries (nothing of it will run again); returns how many."""
         with self.engine.begin() as conn:
-            return conn.execute(delete(tool_calls).where(tool_calls.c.run_id == run_id)).rowcount
+            forgotten = conn.execute(delete(tool_calls).where(tool_calls.c.run_id == run_id)).rowcount
+        self._journaled.discard(run_id)
+        return forgotten
 
     def close(self) -> None:
         self.engine.dispose()

@@ -310,3 +310,22 @@ async def test_a_server_the_operator_says_honours_keys_gets_an_uncertain_call_ag
     (span,) = [s for s in exporter.get_finished_spans() if s.name == "execute_tool fault.slow_write"]
     assert span.attributes["flotilla.tool.resent"] is True and span.attributes["flotilla.tool.idempotency_key"] == key
     assert journal.get(key).state == "finished" and calls_log.read_text().split() == ["slow_write"]
+
+
+async def test_a_finished_run_forgets_its_journal_entries_and_one_that_journaled_none_skips_the_write(tmp_path: Path, ledger_db: Path) -> None:
+    servers = {"ledger": writable_ledger(ledger_db)}
+    journal = ToolCallJournal(f"sqlite:///{tmp_path / 'runs.sqlite'}")
+    forgotten: list[str] = []
+    forget = journal.forget_run
+    journal.forget_run = lambda run_id: forgotten.append(run_id) or forget(run_id)  # type: ignore[method-assign]
+    runner = build_runner(tmp_path, servers, journal)
+    invoice = (REPO / "graphs" / "samples" / "invoice.txt").read_text()
+    try:
+        writes = await runner.run(load_workflow(REPO / "graphs" / "samples" / "document_triage_recorded.yaml"), invoice, run_id="run-writes")
+        reads = await runner.run(load_workflow(workflow(tmp_path, "ledger.find_vendor", {"name": "Northwind"})), "lookup", run_id="run-reads")
+    finally:
+        await runner.aclose()
+        await runner.tools.aclose()
+    assert writes.status == "succeeded" and reads.status == "succeeded", (writes.error, reads.error)
+    assert journal.entries("run-writes") == [] and decisions(ledger_db) == 1  # its write was journaled, and is forgotten
+    assert forgotten == ["run-writes"]  # a read-only run journaled nothing: no delete to commit
