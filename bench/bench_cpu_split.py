@@ -7,14 +7,13 @@ answering at once, flotilla as `flotilla run` wires it, rails off). Each side ru
 process, rounds interleaved: plain LangGraph; flotilla with `audit_content: off`; flotilla with
 `redacted`. For each, `--runs` runs in a row after 20 warm-up runs, then the export is flushed,
 and the CPU each thread of the process used (from /proc, in 10 ms clock ticks: keep `--runs` in
-the hundreds) is divided by the runs — plus the
-redaction worker's (a child process). Every run's input differs in every paragraph (as in
+the hundreds) is divided by the runs, and so is the redaction worker's (a child process). Every run's input differs in every paragraph (as in
 `bench_orchestration.py`), so the redaction cache only serves what really repeats.
 
 Last, the floor: spaCy's NER alone (`en_core_web_sm`, the redactor's model, no other pipe) over
 the distinct paragraphs one run brings, as a ratio to plain LangGraph's whole CPU per run. While
 every distinct paragraph goes through NER, flotilla's CPU per run under `redacted` cannot be
-less than plain LangGraph's plus this.
+less than its CPU under `off` plus this.
 """
 
 from __future__ import annotations

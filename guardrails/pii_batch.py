@@ -33,7 +33,7 @@ from flotilla.guardrails.pii import CHUNK_CHARS, PresidioRail, _outside, placeho
 from flotilla.guardrails.pii_names import is_person_field
 from flotilla.guardrails.pii_staged import StagedAnalyzer
 
-__all__ = ["BatchRedactor", "could_hold_pii", "numeric_leaf", "STRUCTURAL_WORDS"]
+__all__ = ["BatchRedactor", "could_hold_pii", "STRUCTURAL_WORDS"]
 
 STRUCTURAL_WORDS = frozenset(
     {"system", "user", "assistant", "tool", "developer", "function", "text", "stop", "length", "tool_calls",
@@ -175,16 +175,24 @@ class BatchRedactor:
 
 
 def _paragraphs(text: str) -> list[str]:
-    """`text` cut at blank lines, the separators (and the text's leading and trailing white space)
-    pieces of their own, and a paragraph's heading line ("INPUT:", "EXTRACT RESULT:", as agents
-    label a prompt's parts) cut from what follows it, so the run's input reads as it does alone;
-    the pieces join back to `text` exactly."""
-    return [piece for paragraph in _BLANK_LINES.split(text) for piece in _HEADING.split(paragraph, maxsplit=1) if piece]
+    """`text` cut at blank lines, the separators (and each paragraph's leading and trailing white
+    space) pieces of their own, and a paragraph's heading line ("INPUT:", "EXTRACT RESULT:", as
+    agents label a prompt's parts) cut from what follows it, so the run's input reads as it does
+    alone; the pieces join back to `text` exactly. Linear in the text (str.strip, a split anchored
+    at newlines): prompts are user input."""
+    pieces: list[str] = []
+    for paragraph in _BLANK_LINES.split(text):
+        core = paragraph.strip()
+        if not core:
+            pieces.append(paragraph)
+            continue
+        start = len(paragraph) - len(paragraph.lstrip())
+        end = start + len(core)
+        pieces += [paragraph[:start], *_HEADING.split(core, maxsplit=1), paragraph[end:]]
+    return [piece for piece in pieces if piece]
 
 
-_BLANK_LINES = re.compile(r"(\s*\n[ \t]*\n\s*|\A\s+|\s+\Z)")
-
-
+_BLANK_LINES = re.compile(r"(\n[ \t]*\n\s*)")
 _HEADING = re.compile(r"\A([A-Z][A-Z0-9 _/-]{0,40}:[ \t]*\n)")
 
 
@@ -215,8 +223,8 @@ def _collect(value: Any, into: dict[str, None]) -> None:
 
 def _replace(value: Any, redacted: dict[str, str], changed: list[bool], person: str | None, key: str | None = None,
              parent: str | None = None) -> Any:
-    """`value` with each string leaf (and long integer) redacted; a name in a field that holds a person (`is_person_field`)
-    becomes `person` (None: PERSON is not redacted), as `PresidioRail.redact` does."""
+    """`value` with each string leaf (and long integer) redacted; a name in a field that holds a
+    person (`is_person_field`) becomes `person` (None: PERSON is not redacted), as `PresidioRail.redact` does."""
     if isinstance(value, str):
         new = person if person is not None and is_person_field(value, key, parent) else redacted.get(value)
     elif (number := numeric_leaf(value)) is not None:
