@@ -77,9 +77,18 @@ def serve_stub(port: int) -> None:
     from starlette.routing import Route
 
     stats = {"in_flight": 0, "max_in_flight": 0, "requests": 0}
+    # The time-average of in_flight since the last read (Little's law: calls/s x seconds a call
+    # is held), beside the max, which a burst's first wave sets.
+    clock = {"since": time.perf_counter(), "last": time.perf_counter(), "area": 0.0}
+
+    def count(change: int) -> None:
+        now = time.perf_counter()
+        clock["area"] += stats["in_flight"] * (now - clock["last"])
+        clock["last"] = now
+        stats["in_flight"] += change
 
     async def chat(request: Request) -> JSONResponse:
-        stats["in_flight"] += 1
+        count(+1)
         stats["requests"] += 1
         stats["max_in_flight"] = max(stats["max_in_flight"], stats["in_flight"])
         try:
@@ -94,11 +103,13 @@ def serve_stub(port: int) -> None:
                 "usage": {"prompt_tokens": 100, "completion_tokens": 20, "total_tokens": 120},
             })
         finally:
-            stats["in_flight"] -= 1
+            count(-1)
 
     async def read_stats(request: Request) -> JSONResponse:
-        out = dict(stats)
+        count(0)
+        out = {**stats, "mean_in_flight": clock["area"] / max(clock["last"] - clock["since"], 1e-9)}
         stats["max_in_flight"] = stats["in_flight"]
+        clock.update(since=clock["last"], area=0.0)
         return JSONResponse(out)
 
     app = Starlette(routes=[Route("/d{delay:int}/v1/chat/completions", chat, methods=["POST"]), Route("/stats", read_stats)])
@@ -233,17 +244,23 @@ async def sequential(run_once, runs: int, flush=lambda: None) -> tuple[float, fl
     return statistics.median(samples), (cpu_seconds() - cpu) / runs
 
 
-async def burst(run_once, total: int, in_flight: int) -> float:
-    """Runs per second with `in_flight` runs going at once."""
+async def burst(run_once, total: int, in_flight: int) -> tuple[float, float, float, float]:
+    """(runs per second with `in_flight` runs going at once; meanwhile, the cores the event loop's
+    thread, this whole process (its threads share one GIL) and the stub used)."""
+    import psutil
+
     gate = asyncio.Semaphore(in_flight)
+    stub = psutil.Process(STUB_PID[0])
 
     async def one() -> None:
         async with gate:
             await run_once()
 
-    started = time.perf_counter()
+    started, loop_cpu, own_cpu, stub_cpu = time.perf_counter(), time.thread_time(), time.process_time(), sum(stub.cpu_times()[:2])
     await asyncio.gather(*(one() for _ in range(total)))
-    return total / (time.perf_counter() - started)
+    wall = time.perf_counter() - started
+    return (total / wall, (time.thread_time() - loop_cpu) / wall, (time.process_time() - own_cpu) / wall,
+            (sum(stub.cpu_times()[:2]) - stub_cpu) / wall)
 
 
 def rss_mb() -> float:
@@ -293,8 +310,14 @@ async def measure(stub: str, tmp: Path, runs: int, total: int, rounds: int) -> t
             for _ in range(max(1, rounds - 1)):
                 for side, run_once in ((plain, plain_run(50)), (flot, flotilla_run(50))):
                     stub_stats(stub)
-                    side.setdefault("runs_per_s", []).append(await burst(run_once, total, 100))
-                    side.setdefault("in_flight", []).append(stub_stats(stub)["max_in_flight"])
+                    runs_per_s, loop_busy, process_busy, stub_busy = await burst(run_once, total, 100)
+                    side.setdefault("runs_per_s", []).append(runs_per_s)
+                    side.setdefault("loop_busy", []).append(loop_busy)
+                    side.setdefault("process_busy", []).append(process_busy)
+                    side.setdefault("stub_busy", []).append(stub_busy)
+                    stats = stub_stats(stub)
+                    side.setdefault("in_flight", []).append(stats["max_in_flight"])
+                    side.setdefault("mean_in_flight", []).append(stats["mean_in_flight"])
                     if side is flot:
                         started = time.perf_counter()
                         runtime.telemetry.flush()
@@ -338,6 +361,10 @@ async def main(runs: int, total: int, spans: int, rounds: int) -> None:
     print(f"{'CPU per run (incl. export)':34}{plain['cpu_s'] * 1000:13.1f} ms{flot['cpu_s'] * 1000:9.1f} ms")
     print(f"{'runs/s, 100 in flight at 50 ms':34}{plain['runs_per_s']:16.1f}{flot['runs_per_s']:12.1f}")
     print(f"{'model calls in flight (max)':34}{plain['in_flight']:16.0f}{flot['in_flight']:12.0f}")
+    print(f"{'model calls in flight (mean)':34}{plain['mean_in_flight']:16.1f}{flot['mean_in_flight']:12.1f}")
+    print(f"{'cores used in that burst: loop':34}{plain['loop_busy']:16.2f}{flot['loop_busy']:12.2f}")
+    print(f"{'  the process (one GIL)':34}{plain['process_busy']:16.2f}{flot['process_busy']:12.2f}  (the stub: "
+          f"{plain['stub_busy']:.2f}, {flot['stub_busy']:.2f}; flotilla's redaction worker not counted)")
     print(f"{'peak RSS (process, cumulative)':34}{plain['rss_mb']:13.0f} MB{flot['rss_mb']:9.0f} MB  (flotilla's includes the plain side)")
     print(f"{'redaction worker process RSS':34}{'-':>16}{flot['worker_mb']:9.0f} MB")
     print(f"audit export still queued after the burst: {flot['export_lag_s']:.2f} s to drain; audit verify ok: {bool(flot['verify_ok'])}")
@@ -345,7 +372,14 @@ async def main(runs: int, total: int, spans: int, rounds: int) -> None:
     print(f"  overhead per step over plain LangGraph: {overhead_ms:+.2f} ms (goal <= +1 ms): {overhead_ms / 1.0:.2f}x the budget")
     print(f"  CPU per run vs plain LangGraph: {flot['cpu_s'] / plain['cpu_s']:.2f}x (goal <= 2x)")
     print(f"  runs/s vs plain LangGraph at 100 in flight: {flot['runs_per_s'] / plain['runs_per_s']:.2f}x (goal >= 1x)")
-    print(f"  model calls in flight: {flot['in_flight']:.0f} / 90 = {flot['in_flight'] / 90:.2f}x (goal >= 1x)")
+    print(f"  model calls in flight: {flot['in_flight']:.0f} / 90 = {flot['in_flight'] / 90:.2f}x (goal >= 1x); plain LangGraph's"
+          f" {plain['in_flight']:.0f} = {plain['in_flight'] / 90:.2f}x")
+    # Little's law: the mean number of calls at the stub is calls/s x 50 ms. 90 held on average
+    # takes 90 / 0.05 / steps runs/s, i.e. at most one core / that rate of CPU per run.
+    needed = 90 / 0.05 / steps
+    print(f"    mean in flight {flot['mean_in_flight']:.1f} (plain {plain['mean_in_flight']:.1f}) = runs/s x {steps} calls x 50 ms;"
+          f" 90 on average needs {needed:.0f} runs/s, at most {1000 / needed:.1f} ms of CPU per run on the one event loop"
+          f" (plain LangGraph's: {plain['cpu_s'] * 1000:.1f} ms)")
     print(f"  peak RSS: {flot['rss_mb']:.0f} MB / 200 MB = {flot['rss_mb'] / 200:.2f}x (goal <= 1x; the runtime's process, plain side"
           f" included), + {flot['worker_mb']:.0f} MB in the redaction worker (spaCy) = {(flot['rss_mb'] + flot['worker_mb']) / 200:.2f}x")
     print(f"  redaction (spans of real document_triage runs, bench_redaction.py): {redaction_cpu:,.0f} spans per CPU second"

@@ -165,3 +165,30 @@ def test_the_writer_thread_ends_when_idle_and_the_next_record_starts_another(tmp
     writer.drain()
     assert events(runs, "r1") == ["started"] and events(runs, "r2") == ["started"]
     assert runs.audit.verify().ok
+
+
+def test_the_writer_lingers_so_the_next_runs_records_join_its_append_and_a_waiter_ends_the_linger(tmp_path: Path, monkeypatch) -> None:
+    from flotilla.audit import run_audit_writer
+
+    monkeypatch.setattr(run_audit_writer, "LINGER_S", 60.0)  # only a waiter can end it within the test
+    runs = stores(tmp_path)
+    record_many = runs.audit.record_many
+    appends: list[list[str]] = []
+
+    def counted(entries):
+        appends.append([run_id for _, _, run_id in entries])
+        return record_many(entries)
+
+    runs.audit.record_many = counted
+    try:
+        for run_id in ("r1", "r2", "r3"):  # one run's finish, the next runs' starts: arriving apart
+            runs.audit_writer.later(run_id, {"event": "started"})
+        waiter = threading.Thread(target=runs.audit_writer.drain)
+        waiter.start()
+        waiter.join(30)
+        assert not waiter.is_alive()  # drain cut the 60 s linger short
+    finally:
+        del runs.audit.record_many
+    assert appends == [["r1", "r2", "r3"]]  # one append, one fsync of the chain, for all three
+    assert [events(runs, run_id) for run_id in ("r1", "r2", "r3")] == [["started"]] * 3
+    assert runs.audit.verify().ok
