@@ -13,7 +13,7 @@ the hundreds) is divided by the runs, and so is the redaction worker's (a child 
 Last, the floor: spaCy's NER alone (`en_core_web_sm`, the redactor's model, no other pipe) over
 the distinct paragraphs one run brings, as a ratio to plain LangGraph's whole CPU per run. While
 every distinct paragraph goes through NER, flotilla's CPU per run under `redacted` cannot be
-less than its CPU under `off` plus this.
+less than its CPU under `off` plus this. And the phone recognizer's time over the same paragraphs.
 """
 
 from __future__ import annotations
@@ -130,6 +130,19 @@ def ner_floor_ms(runs: int) -> float:
     return 1000 * (time.process_time() - started) / runs
 
 
+def phone_ms(runs: int) -> float:
+    """CPU ms per run of the redactor's phone recognizer alone (libphonenumber's matcher, once per
+    region) over the same paragraphs: the next largest part of the redaction worker's time."""
+    from flotilla.guardrails.pii_phone import GroupedPhoneRecognizer
+
+    recognizer = GroupedPhoneRecognizer()
+    paragraphs = [f"{p} [ref {n}]" for n in range(runs) for p in orch.INPUT.split("\n\n")]
+    started = time.process_time()
+    for text in paragraphs:
+        recognizer.analyze(text, ["PHONE_NUMBER"])
+    return 1000 * (time.process_time() - started) / runs
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=150, help="measured runs in a row per side and round")
@@ -166,6 +179,7 @@ def main() -> None:
     floor = ner_floor_ms(args.runs)
     print(f"  spaCy NER alone over one run's distinct paragraphs: {floor:.2f} ms ({floor / totals['plain']:.2f}x plain LangGraph's whole run);"
           f" with it, flotilla under `redacted` is at least {(totals['off'] + floor) / totals['plain']:.2f}x plain (goal 2x)")
+    print(f"  the phone recognizer alone over the same paragraphs: {phone_ms(args.runs):.2f} ms")
 
 
 if __name__ == "__main__":
