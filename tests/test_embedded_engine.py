@@ -52,7 +52,10 @@ NOTE = {
     "required": ["note"],
 }
 CASES = {
-    "invoice": (INVOICE, f"Extract the invoice fields as JSON.\n\n{INVOICE_TEXT}", 220),
+    # Every field of INVOICE is bounded (strings, items, and numbers: _grammar._bounded), so its
+    # longest reply is ~490 characters: the grammar must close it within this budget whatever the
+    # model writes. (220, enough for the replies the int8 model gave on one CPU, was not on another.)
+    "invoice": (INVOICE, f"Extract the invoice fields as JSON.\n\n{INVOICE_TEXT}", 500),
     "decision": (DECISION, "An invoice of 1712 GBP matches its purchase order. Decide: approve, hold or reject.", 40),
     "note": (NOTE, "Write a one-sentence note telling Anna her invoice INV-2026-0412 was approved.", 80),
 }
@@ -69,6 +72,27 @@ def test_constrained_output_is_schema_valid(embedded_engine: EmbeddedEngine, cas
     assert result.finish_reason == "stop", result.text  # the grammar completed, not the token budget
     jsonschema.validate(json.loads(result.text), schema)
     assert result.input_tokens > 10 and result.output_tokens > 3
+
+
+def test_unbounded_numbers_are_bounded_in_the_grammar_only() -> None:
+    """A 135M model can run a number on to the token budget; the grammar holds numbers to ±10^15
+    and integers to what a double holds exactly, where the schema sets no bound of its own."""
+    import xgrammar
+    from xgrammar.testing import _is_grammar_accept_string
+
+    from flotilla.agents.models._grammar import _bounded
+
+    schema = {"type": "object", "properties": {"amount": {"type": "number"}, "n": {"type": "integer"},
+                                               "share": {"type": "number", "minimum": 0, "maximum": 1}},
+              "required": ["amount", "n", "share"]}
+    grammar = xgrammar.Grammar.from_json_schema(json.dumps(_bounded(schema)), any_whitespace=False, strict_mode=True)
+    accepts = lambda text: _is_grammar_accept_string(grammar, text)  # noqa: E731
+    assert accepts('{"amount": 2734.8, "n": 9007199254740991, "share": 0.5}')
+    assert accepts('{"amount": -999999999999999.5, "n": -12, "share": 1}')
+    assert not accepts('{"amount": 12000000000000000000, "n": 1, "share": 0.5}')  # the runaway number
+    assert not accepts('{"amount": 1, "n": 90071992547409910, "share": 0.5}')
+    assert not accepts('{"amount": 1, "n": 1, "share": 2}')  # the schema's own bound stands
+    assert schema["properties"]["amount"] == {"type": "number"}  # the schema itself is left as given
 
 
 def test_concurrent_requests_with_different_schemas_do_not_mix(embedded_engine: EmbeddedEngine) -> None:

@@ -3,7 +3,9 @@
 A schema is compiled once into a token-level grammar and cached by the hash of its
 canonical JSON; each request gets its own cheap `GrammarMatcher` over the shared compiled
 grammar. Whitespace between JSON tokens is not free (`any_whitespace=False`): a 135M model
-given the choice happily emits newlines until it runs out of tokens.
+given the choice happily emits newlines until it runs out of tokens. Nor are digits: a number
+or integer the schema leaves unbounded is held within what a double holds exactly (`_bounded`),
+or the model may run one on to the token budget ("amount": 1200000000…).
 """
 
 from __future__ import annotations
@@ -60,7 +62,7 @@ class GrammarCache:
             return compiled
         _check_schema(schema)
         try:
-            compiled = self._compiler.compile_json_schema(json.dumps(schema), any_whitespace=False, strict_mode=True)
+            compiled = self._compiler.compile_json_schema(json.dumps(_bounded(schema)), any_whitespace=False, strict_mode=True)
         except Exception as exc:  # xgrammar raises RuntimeError/ValueError with its parser's message
             raise InvalidSchema(f"cannot turn the JSON schema into a grammar: {exc}") from None
         with self._lock:
@@ -102,6 +104,33 @@ class Constraint:
     @property
     def terminated(self) -> bool:
         return self._matcher.is_terminated()
+
+
+NUMBER_LIMIT = 10**15
+"""The bound `_bounded` gives an unbounded number (xgrammar's ranges then allow 6 decimals)."""
+INTEGER_LIMIT = 2**53 - 1
+"""... and an unbounded integer: the largest a double (JavaScript's, JSON parsers') holds exactly."""
+_LIMITS = {"number": NUMBER_LIMIT, "integer": INTEGER_LIMIT}
+_NOT_SCHEMAS = frozenset({"enum", "const", "default", "examples"})  # values, not subschemas
+
+
+def _bounded(node: Any) -> Any:
+    """`node` (a schema) with every number or integer that has no bound of its own given ±its limit,
+    for the grammar only (replies are validated against the schema as given)."""
+    if isinstance(node, list):
+        return [_bounded(item) for item in node]
+    if not isinstance(node, dict):
+        return node
+    out = {key: value if key in _NOT_SCHEMAS else _bounded(value) for key, value in node.items()}
+    kind = node.get("type")
+    limit = _LIMITS.get(kind) if isinstance(kind, str) else None  # ["number", "null"]: left as it is
+    if limit is not None:  # a side the schema bounds keeps its bound; the other stays consistent with it
+        low, high = node.get("minimum", node.get("exclusiveMinimum")), node.get("maximum", node.get("exclusiveMaximum"))
+        if low is None:
+            out["minimum"] = -limit if not isinstance(high, (int, float)) else min(-limit, high)
+        if high is None:
+            out["maximum"] = limit if not isinstance(low, (int, float)) else max(limit, low)
+    return out
 
 
 def _check_schema(schema: dict[str, Any]) -> None:
