@@ -4,8 +4,8 @@ A schema is compiled once into a token-level grammar and cached by the hash of i
 canonical JSON; each request gets its own cheap `GrammarMatcher` over the shared compiled
 grammar. Whitespace between JSON tokens is not free (`any_whitespace=False`): a 135M model
 given the choice happily emits newlines until it runs out of tokens. Nor are digits: a number
-or integer the schema leaves unbounded is held within what a double holds exactly (`_bounded`),
-or the model may run one on to the token budget ("amount": 1200000000…).
+the schema leaves unbounded is held to ±10^15, an integer to ±(2^53 - 1) (`_bounded`), or the
+model may run one on to the token budget ("amount": 1200000000…).
 """
 
 from __future__ import annotations
