@@ -124,7 +124,6 @@ def train_adapter(
         AutoModelForCausalLM, DataCollatorForSeq2Seq, PreTrainedTokenizerFast, Trainer, TrainerCallback, TrainingArguments,
     )
     from transformers.trainer_callback import PrinterCallback
-    from transformers.trainer_utils import get_last_checkpoint
 
     from flotilla.agents.models._weights import hf_checkpoint
     from flotilla.agents.models.quiet import quiet_model_libraries
@@ -195,7 +194,7 @@ def train_adapter(
         callbacks=[_Progress()],
     )
     trainer.remove_callback(PrinterCallback)
-    last = get_last_checkpoint(str(checkpoints)) if options.resume and checkpoints.is_dir() else None
+    last = _last_complete_checkpoint(checkpoints) if options.resume else None
     notes = [] if last or not options.resume else ["--resume: no checkpoint yet, started from step 0"]
     resumed = int(Path(last).name.rsplit("-", 1)[-1]) if last else 0
     result = trainer.train(resume_from_checkpoint=last)
@@ -251,3 +250,17 @@ def _generate_and_check(validation: list[dict[str, Any]], adapter: Path, cache_d
     finally:
         engine.close()
     return valid / len(validation), exact / len(validation)
+
+
+def _last_complete_checkpoint(checkpoints: Path) -> str | None:
+    """The newest checkpoint a kill did not cut short. The Trainer writes `trainer_state.json` after
+    the weights, optimizer and RNG state, so a checkpoint folder without a readable one is half
+    written (transformers' `get_last_checkpoint` takes the newest folder, and resuming it failed)."""
+    complete = []
+    for state in checkpoints.glob("checkpoint-*/trainer_state.json"):
+        try:
+            json.loads(state.read_text(encoding="utf-8"))
+            complete.append((int(state.parent.name.rsplit("-", 1)[-1]), state.parent))
+        except (OSError, ValueError):  # cut short while written
+            continue
+    return str(max(complete)[1]) if complete else None

@@ -72,3 +72,17 @@ def test_a_bad_training_line_exits_2_naming_it(tmp_path: Path) -> None:
     data.write_text(data.read_text() + '{"messages": [{"role": "user", "content": "INV-9"}]}\n')
     done = subprocess.run(_finetune(data, tmp_path / "adapter"), capture_output=True, text=True)
     assert done.returncode == 2 and f"{data}:21: no assistant message" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_resume_takes_the_newest_checkpoint_a_kill_did_not_cut_short(tmp_path: Path) -> None:
+    from flotilla.agents.finetune.train import _last_complete_checkpoint
+
+    checkpoints = tmp_path / "checkpoints"
+    for step, state in ((2, '{"global_step": 2}'), (3, '{"global_step": 3}'), (4, None), (5, '{"global_st')):
+        folder = checkpoints / f"checkpoint-{step}"
+        folder.mkdir(parents=True)
+        (folder / "adapter_model.safetensors").write_bytes(b"weights")
+        if state is not None:  # 4: killed before its state was written; 5: killed while writing it
+            (folder / "trainer_state.json").write_text(state)
+    assert _last_complete_checkpoint(checkpoints) == str(checkpoints / "checkpoint-3")
+    assert _last_complete_checkpoint(tmp_path / "none-yet") is None
