@@ -1,9 +1,9 @@
 """Presidio's findings for a batch of texts, the ones `BatchAnalyzerEngine` gives, for less CPU.
 
 One shortcut, exact — every text gets the findings the full analysis returns, no fewer:
-**spaCy runs in two stages.** NER (with its own embedding layer: no other pipe feeds it) runs on
-every text, and the recognizers (which read the text and NER's entities, never lemmas) run once
-on that. Tagger, attribute ruler and lemmatizer, whose only use here is the lemmas Presidio's
+**spaCy runs in two stages.** NER (with its own embedding layer: no other pipe feeds it; decoded
+by `GreedyNER`, spaCy's greedy parse batched in numpy) runs on every text, and the recognizers
+(which read the text and NER's entities, never lemmas) run once on that. Tagger, attribute ruler and lemmatizer, whose only use here is the lemmas Presidio's
 context enhancer reads, complete the doc only where a finding's score could move with context (a
 finding with a context list, under the 1.0 ceiling, not under the threshold either way);
 elsewhere the enhancer would change nothing, and Presidio's last steps (context, threshold,
@@ -22,6 +22,8 @@ from typing import Any
 
 from presidio_analyzer import AnalyzerEngine, EntityRecognizer, RecognizerResult
 from presidio_analyzer.context_aware_enhancers import ContextAwareEnhancer, LemmaContextAwareEnhancer
+
+from flotilla.guardrails.ner_greedy import GreedyNER
 
 __all__ = ["StagedAnalyzer"]
 
@@ -42,13 +44,14 @@ class StagedAnalyzer:
         self.batch_size = batch_size
         self.nlp = analyzer.nlp_engine.nlp[LANGUAGE]  # type: ignore[attr-defined]
         self.staged = self._stageable()
+        self.ner = GreedyNER(self.nlp.get_pipe("ner"), batch_size=batch_size) if self.staged else None
 
     def analyze(self, texts: Sequence[str]) -> list[list[RecognizerResult]]:
         if not self.staged:
             docs = list(self.nlp.pipe(texts, batch_size=self.batch_size))
             return [self._findings(text, self._artifacts(doc)) for text, doc in zip(texts, docs)]
-        ner = self.nlp.get_pipe("ner")
-        docs = list(ner.pipe((self.nlp.make_doc(text) for text in texts), batch_size=self.batch_size))
+        assert self.ner is not None
+        docs = list(self.ner.pipe(self.nlp.make_doc(text) for text in texts))
         out: list[list[RecognizerResult]] = [[] for _ in texts]
         complete: list[tuple[int, Raw]] = []  # texts whose findings the lemmas may change
         for i, (text, doc) in enumerate(zip(texts, docs)):
