@@ -68,8 +68,7 @@ async def measure_side(side: str, stub: str, runs: int) -> dict[str, float]:
     counter = iter(range(10**9))
 
     def distinct() -> str:
-        n = next(counter)
-        return "\n\n".join(f"{paragraph} [ref {n}]" for paragraph in orch.INPUT.split("\n\n"))
+        return orch.distinct_input(next(counter))
 
     if side == "plain":
         import httpx
@@ -127,7 +126,7 @@ def ner_floor_ms(runs: int) -> tuple[float, float]:
     nlp = spacy.load(SPACY_MODEL)
     ner = nlp.get_pipe("ner")
     greedy = GreedyNER(ner, batch_size=256)
-    paragraphs = [f"{p} [ref {n}]" for n in range(runs) for p in orch.INPUT.split("\n\n")]
+    paragraphs = [p for n in range(runs) for p in orch.distinct_input(n).split("\n\n")]
     list(ner.pipe((nlp.make_doc(t) for t in paragraphs[:50]), batch_size=256))  # warm
     list(greedy.pipe(nlp.make_doc(t) for t in paragraphs[:50]))
     started = time.process_time()
@@ -144,7 +143,7 @@ def phone_ms(runs: int) -> float:
     from flotilla.guardrails.pii_phone import GroupedPhoneRecognizer
 
     recognizer = GroupedPhoneRecognizer()
-    paragraphs = [f"{p} [ref {n}]" for n in range(runs) for p in orch.INPUT.split("\n\n")]
+    paragraphs = [p for n in range(runs) for p in orch.distinct_input(n).split("\n\n")]
     started = time.process_time()
     for text in paragraphs:
         recognizer.analyze(text, ["PHONE_NUMBER"])

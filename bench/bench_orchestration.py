@@ -29,12 +29,21 @@ from typing import Annotated, Any, TypedDict
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("NEMO_GUARDRAILS_NO_USAGE_STATS", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import httpx  # noqa: E402
+from _support import invoice  # noqa: E402
 from pydantic import BaseModel  # noqa: E402
 
 STEPS = ("extract", "analyze", "decide", "write")
 INPUT = (Path(__file__).resolve().parents[1] / "graphs" / "samples" / "invoice.txt").read_text()
+
+
+def distinct_input(n: int) -> str:
+    """Run n's input: the sample invoice with its vendor, people, numbers and IBAN changed
+    (`_support.invoice`), every paragraph tagged "[ref n]": no redaction cache, of texts or of
+    phone-number candidates, serves one run from another's content."""
+    return "\n\n".join(f"{paragraph} [ref {n}]" for paragraph in invoice(n)[0].split("\n\n"))
 RAILS_OFF = {name: {"enabled": False} for name in ("presidio", "yara", "injection_classifier", "content_safety", "tool_screen", "llama_guard", "nemo")}
 
 
@@ -275,8 +284,7 @@ async def measure(stub: str, tmp: Path, runs: int, total: int, rounds: int) -> t
 
     counter = iter(range(10**9))
     def distinct() -> str:  # every paragraph of every run's input differs: no redaction cache hit across runs
-        n = next(counter)
-        return "\n\n".join(f"{paragraph} [ref {n}]" for paragraph in INPUT.split("\n\n"))
+        return distinct_input(next(counter))
     plain: dict[str, list[float]] = {}
     flot: dict[str, list[float]] = {}
     limits = httpx.Limits(max_connections=200, max_keepalive_connections=200)

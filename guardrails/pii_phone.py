@@ -6,6 +6,7 @@ import functools
 from typing import Any
 
 import phonenumbers
+from phonenumbers.phonenumbermatcher import _verify
 from presidio_analyzer import EntityRecognizer, RecognizerResult
 from presidio_analyzer.predefined_recognizers import PhoneRecognizer
 
@@ -39,13 +40,19 @@ class GroupedPhoneRecognizer(PhoneRecognizer):
 
 
 class _ShortCandidatesSkipped(phonenumbers.PhoneNumberMatcher):
-    """libphonenumber's matcher, not parsing a candidate with fewer digits than any valid number
-    it could hold: an amount such as "24.50" is parsed for each of eight regions otherwise, and
-    parsing is most of the redaction's phone work (`python bench/bench_redaction.py`). A number
-    found in region R carries a country code (then at least the fewest digits of any country code and national number together) or is one of
-    the regions sharing R's code (then at least its shortest national length); letters count, as
-    a vanity number's do. Same matches (tests/guardrails/test_pii.py); were the library's hook
-    renamed, nothing would be skipped."""
+    """libphonenumber's matcher, parsing less; parsing is most of the redaction's phone work
+    (`python bench/bench_redaction.py`). Same matches (tests/guardrails/test_pii.py); were the
+    library's hook renamed, nothing would be skipped.
+
+    - A candidate with fewer digits than any valid number it could hold is not parsed: an amount
+      such as "24.50" is parsed for each of eight regions otherwise. A number found in region R
+      carries a country code (then at least the fewest digits of any country code and national
+      number together) or is one of the regions sharing R's code (then at least its shortest
+      national length); letters count, as a vanity number's do.
+    - Whether a candidate parses and verifies in a region depends on the candidate alone (at
+      VALID leniency, Presidio's), so it is remembered (`_is_valid_in`): the same dates, amounts
+      and references come back in a run's prompts, answers and tool calls, and across runs. Only
+      a candidate that does verify is parsed again, with the library's look at the text around it."""
 
     def __init__(self, text: str, region: str, **kwargs: Any) -> None:
         super().__init__(text, region, **kwargs)
@@ -54,7 +61,20 @@ class _ShortCandidatesSkipped(phonenumbers.PhoneNumberMatcher):
     def _parse_and_verify(self, candidate: str, offset: int) -> Any:
         if sum(ch.isdigit() or ch.isalpha() for ch in candidate) < self._fewest:
             return None
+        if self.leniency == phonenumbers.Leniency.VALID and not _is_valid_in(candidate, self.preferred_region):
+            return None
         return super()._parse_and_verify(candidate, offset)
+
+
+@functools.lru_cache(maxsize=16_384)
+def _is_valid_in(candidate: str, region: str) -> bool:
+    """What libphonenumber's matcher decides of `candidate` in `region` at VALID leniency, its
+    look at the surrounding text aside (which can only turn a number down)."""
+    try:
+        number = phonenumbers.parse(candidate, region, keep_raw_input=True)
+    except phonenumbers.NumberParseException:
+        return False
+    return bool(_verify(phonenumbers.Leniency.VALID, number, candidate, None))
 
 
 def _shortest(region: str) -> int:
@@ -69,6 +89,7 @@ def _fewest_digits(region: str) -> int:
     return min(international, *(_shortest(r) for r in sharing))
 
 
+@functools.lru_cache(maxsize=4_096)
 def _grouped(number: str, region: str) -> bool:
     strict = phonenumbers.PhoneNumberMatcher(number, region, leniency=phonenumbers.Leniency.STRICT_GROUPING)
     return any(match.start == 0 and match.end == len(number) for match in strict)
