@@ -55,7 +55,10 @@ class GreedyNER:
             if not self.supported or any(doc.has_annotation("ENT_IOB") for doc in batch):
                 yield from self.ner.pipe(batch, batch_size=self.batch_size)
                 continue
-            self._decode(batch)
+            # As spaCy's Parser.pipe: quarter batches of docs of similar length (less memory at
+            # once, and a step loop as long as the longest doc of a quarter, not of the batch).
+            for part in minibatch(sorted(batch, key=len), size=max(self.batch_size // 4, 2)):
+                self._decode(part)
             yield from batch
 
     def _decode(self, docs: Sequence[Doc]) -> None:
