@@ -48,7 +48,10 @@ class _ShortCandidatesSkipped(phonenumbers.PhoneNumberMatcher):
       such as "24.50" is parsed for each of eight regions otherwise. A number found in region R
       carries a country code (then at least the fewest digits of any country code and national
       number together) or is one of the regions sharing R's code (then at least its shortest
-      national length); letters count, as a vanity number's do.
+      national length); letters count, as a vanity number's do. Nor is such a candidate searched
+      for numbers inside it (its parts have fewer still). The library counts those inner tries
+      against its limit of tries per text (65,535), so a text that reaches it here has more of
+      its numbers found, never fewer.
     - Whether a candidate parses and verifies in a region depends on the candidate alone (at
       VALID leniency, Presidio's), so it is remembered (`_is_valid_in`): the same dates, amounts
       and references come back in a run's prompts, answers and tool calls, and across runs. Only
@@ -58,12 +61,21 @@ class _ShortCandidatesSkipped(phonenumbers.PhoneNumberMatcher):
         super().__init__(text, region, **kwargs)
         self._fewest = _fewest_digits(region) if self.leniency >= phonenumbers.Leniency.VALID else 0
 
+    def _extract_match(self, candidate: str, offset: int) -> Any:
+        if _digits_and_letters(candidate) < self._fewest:
+            return None
+        return super()._extract_match(candidate, offset)
+
     def _parse_and_verify(self, candidate: str, offset: int) -> Any:
-        if sum(ch.isdigit() or ch.isalpha() for ch in candidate) < self._fewest:
+        if _digits_and_letters(candidate) < self._fewest:
             return None
         if self.leniency == phonenumbers.Leniency.VALID and not _is_valid_in(candidate, self.preferred_region):
             return None
         return super()._parse_and_verify(candidate, offset)
+
+
+def _digits_and_letters(candidate: str) -> int:
+    return sum(ch.isdigit() or ch.isalpha() for ch in candidate)
 
 
 @functools.lru_cache(maxsize=16_384)
