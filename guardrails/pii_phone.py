@@ -6,7 +6,7 @@ import functools
 from typing import Any
 
 import phonenumbers
-from phonenumbers.phonenumbermatcher import _verify
+from phonenumbers import phonenumbermatcher
 from presidio_analyzer import EntityRecognizer, RecognizerResult
 from presidio_analyzer.predefined_recognizers import PhoneRecognizer
 
@@ -69,9 +69,14 @@ class _ShortCandidatesSkipped(phonenumbers.PhoneNumberMatcher):
     def _parse_and_verify(self, candidate: str, offset: int) -> Any:
         if _digits_and_letters(candidate) < self._fewest:
             return None
-        if self.leniency == phonenumbers.Leniency.VALID and not _is_valid_in(candidate, self.preferred_region):
+        remembered = self.leniency == phonenumbers.Leniency.VALID and _VERIFY is not None
+        if remembered and not _is_valid_in(candidate, self.preferred_region):
             return None
         return super()._parse_and_verify(candidate, offset)
+
+
+_VERIFY = getattr(phonenumbermatcher, "_verify", None)
+"""The matcher's own verification step (private: were it renamed, nothing is remembered)."""
 
 
 def _digits_and_letters(candidate: str) -> int:
@@ -86,7 +91,7 @@ def _is_valid_in(candidate: str, region: str) -> bool:
         number = phonenumbers.parse(candidate, region, keep_raw_input=True)
     except phonenumbers.NumberParseException:
         return False
-    return bool(_verify(phonenumbers.Leniency.VALID, number, candidate, None))
+    return bool(_VERIFY(phonenumbers.Leniency.VALID, number, candidate, None))  # type: ignore[misc]
 
 
 def _shortest(region: str) -> int:

@@ -3,9 +3,10 @@
 One shortcut, exact — every text gets the findings the full analysis returns, no fewer:
 **spaCy runs in two stages.** NER (with its own embedding layer: no other pipe feeds it; decoded
 by `GreedyNER`, spaCy's greedy parse batched in numpy) runs on every text, and the recognizers
-(which read the text and NER's entities, never lemmas) run once on that. Tagger, attribute ruler and lemmatizer, whose only use here is the lemmas Presidio's
-context enhancer reads, complete the doc only where a finding's score could move with context (a
-finding with a context list, under the 1.0 ceiling, not under the threshold either way);
+(which read the text and NER's entities, never lemmas) run once on that. Tagger, attribute ruler
+and lemmatizer, whose only use here is the lemmas Presidio's context enhancer reads, complete the
+doc only where a finding's score could move with context (a finding with a context list, under
+the 1.0 ceiling, not under the threshold either way);
 elsewhere the enhancer would change nothing, and Presidio's last steps (context, threshold,
 duplicates: `_kept`) run on what the first stage has.
 

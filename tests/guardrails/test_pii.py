@@ -63,20 +63,24 @@ def test_a_name_the_text_announces_is_redacted_where_ner_misses_it(presidio_rail
                         "Contact: Accounts Payable\nHi team, thanks CFO")
 
 
-def test_the_phone_matcher_skipping_short_candidates_finds_what_libphonenumbers_finds() -> None:
+def test_the_phone_matcher_skipping_and_remembering_candidates_finds_what_libphonenumbers_finds() -> None:
     import phonenumbers
 
-    from flotilla.guardrails.pii_phone import GroupedPhoneRecognizer, _ShortCandidatesSkipped
+    from flotilla.guardrails.pii_phone import _VERIFY, GroupedPhoneRecognizer, _ShortCandidatesSkipped
     from tests.support.pii_set import load
 
     texts = [doc.text for doc in load("dev") + load("test")]
     texts += ["Call 1-800-FLOWERS or 0800 1111, +683 4002, +49 30 1234, 030 12345, 24.50 / 980.00", "+1 212 555 0147 ext. 12"]
-    for region in GroupedPhoneRecognizer.DEFAULT_SUPPORTED_REGIONS:
-        for leniency in (phonenumbers.Leniency.VALID, phonenumbers.Leniency.STRICT_GROUPING):
-            for text in texts:
-                plain = [(m.start, m.end) for m in phonenumbers.PhoneNumberMatcher(text, region, leniency=leniency)]
-                assert [(m.start, m.end) for m in _ShortCandidatesSkipped(text, region, leniency=leniency)] == plain
-    assert hasattr(phonenumbers.PhoneNumberMatcher, "_parse_and_verify")  # the hook it overrides
+    texts += ["ref 2026-11-02 (call 2026-11-02)", "abc2125550147 then 212-555-0147"]  # a candidate remembered, then met again
+    for _ in range(2):  # the second time, every candidate's verdict is remembered
+        for region in GroupedPhoneRecognizer.DEFAULT_SUPPORTED_REGIONS:
+            for leniency in (phonenumbers.Leniency.VALID, phonenumbers.Leniency.STRICT_GROUPING):
+                for text in texts:
+                    plain = [(m.start, m.end) for m in phonenumbers.PhoneNumberMatcher(text, region, leniency=leniency)]
+                    assert [(m.start, m.end) for m in _ShortCandidatesSkipped(text, region, leniency=leniency)] == plain
+    for hook in ("_parse_and_verify", "_extract_match"):  # the hooks it overrides
+        assert hasattr(phonenumbers.PhoneNumberMatcher, hook)
+    assert _VERIFY is not None  # the verification it remembers
 
 
 def test_a_mastercard_2_series_number_is_a_card_when_its_check_digit_is_right(presidio_rail: PresidioRail) -> None:
