@@ -1,18 +1,24 @@
-"""spaCy's NER greedy decoding, batched in numpy: the entities `ner.pipe` finds, for a fraction of the CPU.
+"""spaCy's NER greedy decoding in numpy: the entities `ner.pipe` finds, for a fraction of the CPU.
 
 spaCy's parser walks its transition system in compiled code, but this build (Cython profiling
 hooks on Python < 3.12) takes the GIL's thread state at every inline call of that loop: checking
 74 moves' validity at every token costs ~65 µs a token here, twice the model's own arithmetic.
-For NER every move consumes one token, so all documents of a batch are at the same token at the
-same step: the same model (tok2vec, the precomputed lower layer, maxout, the output layer) and the
-same validity rules (`spacy/pipeline/_parser_internals/ner.pyx`, for documents with no preset
-entities) run here as array operations over the batch, one step per token.
 
-Same decisions: features are summed in spaCy's order, maxout and argmax pick the first maximum
-as it does; only the output layer's matrix product may round differently (BLAS kernels), which
-could swap two moves whose scores tie to the last bit (`tests/guardrails/test_ner_greedy.py`
-compares both on every labelled text). Documents with preset entities, or a model that is not a
-BILUO NER with an output layer, go through `ner.pipe` unchanged.
+In NER every move consumes one token, and the state the model reads is small: outside an entity
+its features are the token alone (and padding), inside one the token, the entity's first token
+and the token before. So the decoding runs as array operations, not one step per token:
+- every token's move *outside* an entity is chosen at once (one matrix product for the batch);
+- from each token whose outside move opens an entity (BEGIN), that entity is followed token by
+  token until it closes (LAST), all such entities together, a step per token of the longest;
+- a walk over those moves in text order keeps the ones the sequential parse makes (a BEGIN
+  inside an entity that is already open is never reached).
+Same model (tok2vec, the precomputed lower layer, maxout, the output layer), same validity rules
+(`spacy/pipeline/_parser_internals/ner.pyx`, for documents with no preset entities), features
+summed in spaCy's order, maxout and argmax picking the first maximum as it does; only the output
+layer's matrix product may round differently (BLAS kernels), which could swap two moves whose
+scores tie to the last bit (`tests/guardrails/test_ner_greedy.py` compares both on every labelled
+text). Documents with preset entities, or a model that is not a BILUO NER with an output layer
+and every class seen in training, go through `ner.pipe` unchanged.
 """
 
 from __future__ import annotations
@@ -44,10 +50,10 @@ class GreedyNER:
         self.kind, self.label = kind, label
         self.is_b, self.is_i = (kind == 1) & labelled, (kind == 2) & labelled
         self.is_l, self.is_u, self.is_o = (kind == 3) & labelled, (kind == 4) & labelled, kind == 5
-        self.unseen = sorted(model.attrs.get("unseen_classes", ()))
         self.supported = (
             type(ner.moves).__name__ == "BiluoPushDown" and ner.cfg.get("beam_width", 1) == 1
             and model.attrs.get("has_upper", False) and self.lower.get_dim("nF") == 3
+            and not model.attrs.get("unseen_classes")  # spaCy scores those with the batch's minimum, step by step
         )
 
     def pipe(self, docs: Iterable[Doc]) -> Iterator[Doc]:
@@ -55,72 +61,70 @@ class GreedyNER:
             if not self.supported or any(doc.has_annotation("ENT_IOB") for doc in batch):
                 yield from self.ner.pipe(batch, batch_size=self.batch_size)
                 continue
-            # As spaCy's Parser.pipe: quarter batches of docs of similar length (less memory at
-            # once, and a step loop as long as the longest doc of a quarter, not of the batch).
-            for part in minibatch(sorted(batch, key=len), size=max(self.batch_size // 4, 2)):
+            for part in minibatch(batch, size=max(self.batch_size // 4, 2)):  # as spaCy's Parser.pipe: less memory at once
                 self._decode(part)
             yield from batch
 
     def _decode(self, docs: Sequence[Doc]) -> None:
-        lengths = np.array([len(doc) for doc in docs])
-        if not lengths.sum():
+        lengths = np.array([len(doc) for doc in docs], dtype=np.int64)
+        total = int(lengths.sum())
+        if not total:
             for doc in docs:
                 doc.set_ents([], default="outside")
             return
-        features = self.lower.predict(self.tok2vec.predict(list(docs)))  # (1 + tokens, 3, hidden, pieces)
-        pad, cached = features[0], features[1:]
-        bias = self.lower.get_param("b")
-        weights_t = np.ascontiguousarray(self.upper.get_param("W").T)
-        out_bias = self.upper.get_param("b")
-        offsets = np.concatenate(([0], np.cumsum(lengths)[:-1]))
+        features = self.lower.predict(self.tok2vec.predict(list(docs)))  # (1 + tokens, 3, hidden, pieces); row 0: padding
+        ends = np.cumsum(lengths)  # one past each doc's last token, counted over the batch
+        last = np.zeros(total, dtype=bool)
+        last[ends[lengths > 0] - 1] = True
         space = np.concatenate([doc.to_array("IS_SPACE") for doc in docs]).astype(bool)
         sent_start = np.concatenate([doc.to_array("SENT_START") for doc in docs]) == 1
+        next_sent = np.zeros(total, dtype=bool)
+        next_sent[:-1] = sent_start[1:]
+        can_go_on = ~last & ~next_sent  # an entity may take in the next token
+        # Outside an entity: the token, then padding for the entity's start and the token before.
+        outside = features[1:, 0] + features[0, 1]
+        outside += features[0, 2]
+        valid = self.is_o | (self.is_b & (can_go_on & ~space)[:, None]) | (self.is_u & ~space[:, None])
+        moves = self._best(outside, valid)
+        kind, label = self.kind[moves], self.label[moves]
+        begins = np.flatnonzero(kind == 1)
+        closes = dict(zip(begins.tolist(), self._follow(features, begins, label[begins], can_go_on).tolist()))
+        # In text order, as the parse meets them: a BEGIN or UNIT inside an entity already open is never reached.
+        found: list[list[Span]] = [[] for _ in docs]
+        starts = (ends - lengths).tolist()
+        opening = np.flatnonzero((kind == 1) | (kind == 4))
+        resume = 0
+        for token, d in zip(opening.tolist(), np.searchsorted(ends, opening, side="right").tolist()):
+            if token < resume:
+                continue
+            close = closes.get(token, token)  # a UNIT closes where it opens
+            found[d].append(Span(docs[d], token - starts[d], close + 1 - starts[d], label=int(label[token])))
+            resume = close + 1
+        for doc, spans in zip(docs, found):
+            doc.set_ents(spans, default="outside")
 
-        order = np.argsort(-lengths, kind="stable")  # longest first: the docs still going are a prefix
-        lengths, offsets = lengths[order], offsets[order]
-        n = len(docs)
-        is_open = np.zeros(n, dtype=bool)
-        start = np.zeros(n, dtype=np.int64)
-        ent_label = np.zeros(n, dtype=np.uint64)
-        found: list[list[tuple[int, int, int]]] = [[] for _ in range(n)]
-        for t in range(int(lengths[0])):
-            k = int(np.count_nonzero(lengths > t))
-            row = offsets[:k] + t
-            opened = is_open[:k]
-            summed = cached[row, 0].copy()  # spaCy's order: 0 + f0 + f1 + f2, then the bias
-            if opened.any():
-                mask = opened[:, None, None]
-                summed += np.where(mask, cached[offsets[:k] + start[:k], 1], pad[1])
-                summed += np.where(mask, cached[np.maximum(row - 1, 0), 2], pad[2])
-            else:
-                summed += pad[1]
-                summed += pad[2]
-            summed += bias
-            scores = summed.max(axis=-1) @ weights_t
-            scores += out_bias
-            if self.unseen:
-                scores[:, self.unseen] = scores.min()
-            last = lengths[:k] - 1 == t
-            next_sent = np.zeros(k, dtype=bool)
-            inside = ~last
-            next_sent[inside] = sent_start[row[inside] + 1]
-            here_space = space[row]
-            can_begin = ~last & ~next_sent & ~here_space
-            can_go_on = ~last & ~next_sent
-            closed_ok = self.is_o | (self.is_b & can_begin[:, None]) | (self.is_u & ~here_space[:, None])
-            same = self.label[None, :] == ent_label[:k, None]
-            open_ok = same & (self.is_l | (self.is_i & can_go_on[:, None]))
-            valid = np.where(opened[:, None], open_ok, closed_ok)
-            choice = np.where(valid, scores, -np.inf).argmax(axis=1)
-            kind, label = self.kind[choice], self.label[choice]
-            begins = kind == 1
-            is_open[:k][begins] = True
-            start[:k][begins] = t
-            ent_label[:k][begins] = label[begins]
-            for i in np.flatnonzero((kind == 3) | (kind == 4)):
-                first = t if kind[i] == 4 else int(start[i])
-                found[i].append((first, t + 1, int(label[i])))
-            is_open[:k][kind == 3] = False
-        for i, spans in zip(order, found):
-            doc = docs[i]
-            doc.set_ents([Span(doc, first, end, label=label) for first, end, label in spans], default="outside")
+    def _follow(self, features: np.ndarray, begins: np.ndarray, labels: np.ndarray, can_go_on: np.ndarray) -> np.ndarray:
+        """The last token of the entity each of `begins` opens: all of them a token at a time,
+        with the features inside an entity (the token, the entity's first token, the token before)."""
+        closes = np.empty(len(begins), dtype=np.int64)
+        active = np.arange(len(begins))
+        step = 1
+        while active.size:
+            first = begins[active]
+            at = first + step
+            inside = features[at + 1, 0] + features[first + 1, 1]  # spaCy's order: token, start, previous, bias
+            inside += features[at, 2]
+            same = self.label[None, :] == labels[active][:, None]
+            valid = same & (self.is_l | (self.is_i & can_go_on[at][:, None]))
+            closed = self.kind[self._best(inside, valid)] == 3
+            closes[active[closed]] = at[closed]
+            active = active[~closed]
+            step += 1
+        return closes
+
+    def _best(self, summed: np.ndarray, valid: np.ndarray) -> np.ndarray:
+        """The highest-scoring valid move per row of summed features (bias added here, then maxout and the output layer)."""
+        summed += self.lower.get_param("b")
+        scores = summed.max(axis=-1) @ self.upper.get_param("W").T
+        scores += self.upper.get_param("b")
+        return np.where(valid, scores, -np.inf).argmax(axis=1)
