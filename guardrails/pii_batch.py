@@ -75,14 +75,13 @@ def could_hold_pii(leaf: str) -> bool:
 class BatchRedactor:
     """`redact_many(texts)` → the texts as `PresidioRail.redact` would return them, as one batch."""
 
-    def __init__(self, rail: PresidioRail, *, batch_size: int = 256) -> None:
+    def __init__(self, rail: PresidioRail) -> None:
         self.rail = rail
-        self.batch_size = batch_size
         # Presidio reads entities, tokens and lemmas; the dependency parser only costs (~30% of spaCy's time).
         nlp = getattr(rail._analyzer.nlp_engine, "nlp", {}).get("en")
         if nlp is not None and "parser" in nlp.pipe_names:
             nlp.disable_pipe("parser")
-        self._staged = StagedAnalyzer(rail._analyzer, rail.entities, rail.score_threshold, batch_size=batch_size)
+        self._staged: StagedAnalyzer = rail._staged  # the rail's own analysis, given whole batches here
         self._operators = {e: OperatorConfig("replace", {"new_value": placeholder(e)}) for e in rail.entities}
         self._person = placeholder("PERSON") if "PERSON" in rail.entities else None
         self._cache: OrderedDict[str, str] = OrderedDict()
