@@ -14,6 +14,7 @@ get it from `Telemetry.tracer`. Exporters are batched so export stays off the ho
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import threading
@@ -104,9 +105,9 @@ class Telemetry:
                 self._recoveries.append(_LogRecovery(logs, exporter))
             self._batches.append(batch)
 
-    @property
+    @functools.cached_property
     def tracer(self) -> Tracer:
-        return self.provider.get_tracer("flotilla")
+        return self.provider.get_tracer("flotilla")  # made once: the SDK builds a new one (scope, lock) per call
 
     def flush(self) -> None:
         """Export everything queued so far, however long it takes.
