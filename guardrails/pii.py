@@ -66,6 +66,7 @@ def build_analyzer(spacy_model: str = SPACY_MODEL) -> AnalyzerEngine:
         nlp_configuration={"nlp_engine_name": "spacy", "models": [{"lang_code": "en", "model_name": spacy_model}]}
     )
     nlp_engine = provider.create_engine()
+    _matrix_products_on_openblas(nlp_engine.nlp["en"])  # type: ignore[attr-defined]
     registry = RecognizerRegistry(supported_languages=["en"])
     registry.load_predefined_recognizers(languages=["en"], nlp_engine=nlp_engine)
     registry.remove_recognizer("EmailRecognizer")
@@ -76,6 +77,24 @@ def build_analyzer(spacy_model: str = SPACY_MODEL) -> AnalyzerEngine:
     registry.add_recognizer(GroupedPhoneRecognizer())
     registry.add_recognizer(AnnouncedNameRecognizer())
     return AnalyzerEngine(nlp_engine=nlp_engine, registry=registry, supported_languages=["en"])
+
+
+def _matrix_products_on_openblas(nlp: Any) -> None:
+    """thinc hands spaCy's matrix products to BLIS, whose kernels run at a third of numpy's OpenBLAS
+    speed on these CPUs (AVX2: ~30 vs ~80 GFLOP/s). The model's layers get numpy's ops, and numpy's
+    OpenBLAS one thread: a text's matrices are small, and a second thread only spins beside the
+    event loop and the model server (two threads made the rail 6x slower here; torch keeps its own
+    OpenMP pool). The rail's CPU a text halves (`python bench/bench_pii_recall.py`); the findings
+    are the same (the redaction worker has always run this way: tests/audit/test_redaction_batch.py)."""
+    from thinc.api import NumpyOps
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(1, user_api="blas")
+    ops = NumpyOps(use_blis=False)
+    for _, pipe in nlp.pipeline:
+        model = getattr(pipe, "model", None)
+        for node in model.walk() if hasattr(model, "walk") else ():  # thinc models; rule-based pipes have none
+            node.ops = ops
 
 
 class PresidioRail:

@@ -101,25 +101,11 @@ def _redact_in_worker(texts: list[str]) -> list[str]:
         for optional in ("torch", "transformers"):
             sys.modules.setdefault(optional, None)  # type: ignore[arg-type]
         _spacy_without_its_cli()
-        _matrix_products_on_one_openblas_thread()
         from flotilla.guardrails.pii import PresidioRail
         from flotilla.guardrails.pii_batch import BatchRedactor
 
         _WORKER_REDACTOR = BatchRedactor(PresidioRail())
     return _WORKER_REDACTOR.redact_many(texts)
-
-
-def _matrix_products_on_one_openblas_thread() -> None:
-    """thinc hands spaCy's matrix products to BLIS, whose kernels run at a third of numpy's OpenBLAS
-    speed on these CPUs (AVX2): NER's embedding layers took 40% of its time. Set before the model
-    loads, so its layers are built with these ops (the parser's own inner loop keeps BLIS: it is compiled
-    in). One thread: this process is one core's work, and OpenBLAS threads only spin beside it.
-    `python bench/bench_redaction.py` prints the A/B."""
-    from thinc.api import NumpyOps, set_current_ops
-    from threadpoolctl import threadpool_limits
-
-    threadpool_limits(1, user_api="blas")
-    set_current_ops(NumpyOps(use_blis=False))
 
 
 def _spacy_without_its_cli() -> None:
