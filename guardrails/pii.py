@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import tldextract
@@ -121,7 +121,8 @@ class PresidioRail:
         self._anonymizer = AnonymizerEngine()
 
     def redact(self, text: str) -> tuple[str, list[str], float | None]:
-        """(redacted text, entity types found, highest score). JSON stays JSON: strings are redacted one by one."""
+        """(redacted text, entity types found, highest score). JSON stays JSON: strings are redacted one by one
+        (analysed as one batch: one pass of the model for an answer's fields, not one per field)."""
         try:
             data = json.loads(text)
         except ValueError:
@@ -129,14 +130,17 @@ class PresidioRail:
         if isinstance(data, (dict, list)):
             found: set[str] = set()
             scores: list[float] = []
+            people = "PERSON" in self.entities
+            strings = list(dict.fromkeys(value for value, key, parent in _strings(data) if not (people and is_person_field(value, key, parent))))
+            plain = dict(zip(strings, self._redact_many(strings)))
 
             def walk(value: Any, key: str | None = None, parent: str | None = None) -> Any:
                 if isinstance(value, str):
-                    if "PERSON" in self.entities and is_person_field(value, key, parent):
+                    if people and is_person_field(value, key, parent):
                         found.add("PERSON")
                         scores.append(AnnouncedNameRecognizer.SCORE)
                         return placeholder("PERSON")
-                    redacted, kinds, score = self._redact_plain(value)
+                    redacted, kinds, score = plain[value]
                     found.update(kinds)
                     scores.extend([score] if score is not None else [])
                     return redacted
@@ -150,17 +154,23 @@ class PresidioRail:
             if not found:
                 return text, [], None
             return json.dumps(redacted_data, ensure_ascii=False), sorted(found), max(scores)
-        return self._redact_plain(text)
+        return self._redact_many([text])[0]
 
-    def _redact_plain(self, text: str) -> tuple[str, list[str], float | None]:
-        if len(text) > CHUNK_CHARS:  # spaCy refuses texts over its max_length: redact piece by piece
-            pieces = [self._redact_one(piece) for piece in _chunks(text, CHUNK_CHARS)]
-            scores = [score for _, _, score in pieces if score is not None]
-            return "".join(r for r, _, _ in pieces), sorted({k for _, kinds, _ in pieces for k in kinds}), max(scores, default=None)
-        return self._redact_one(text)
+    def _redact_many(self, texts: Sequence[str]) -> list[tuple[str, list[str], float | None]]:
+        """Each text redacted; spaCy's max_length refuses longer texts than CHUNK_CHARS, cut into pieces."""
+        pieces = {text: _chunks(text, CHUNK_CHARS) if len(text) > CHUNK_CHARS else [text] for text in texts}
+        distinct = list(dict.fromkeys(piece for parts in pieces.values() for piece in parts))
+        found = self._staged.analyze(distinct) if distinct else []
+        done = {piece: self._anonymized(piece, results) for piece, results in zip(distinct, found)}
+        out = []
+        for text in texts:
+            parts = [done[piece] for piece in pieces[text]]
+            scores = [score for _, _, score in parts if score is not None]
+            out.append(("".join(r for r, _, _ in parts), sorted({k for _, kinds, _ in parts for k in kinds}), max(scores, default=None)))
+        return out
 
-    def _redact_one(self, text: str) -> tuple[str, list[str], float | None]:
-        results = _outside(self._staged.analyze([text])[0], text, current_own_messages())
+    def _anonymized(self, text: str, results: list[Any]) -> tuple[str, list[str], float | None]:
+        results = _outside(results, text, current_own_messages())
         if not results:
             return text, [], None
         operators = {e: OperatorConfig("replace", {"new_value": placeholder(e)}) for e in self.entities}
@@ -184,6 +194,18 @@ class PresidioRail:
 
     async def check(self, text: str, *, point: RailPoint) -> Verdict:
         return await asyncio.to_thread(self.check_sync, text, point=point)
+
+
+def _strings(value: Any, key: str | None = None, parent: str | None = None) -> Iterator[tuple[str, str | None, str | None]]:
+    """Every string of a JSON value, with its key and its parent's, in `redact`'s walk order."""
+    if isinstance(value, str):
+        yield value, key, parent
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            yield from _strings(v, k, key)
+    elif isinstance(value, list):
+        for v in value:
+            yield from _strings(v, key, parent)
 
 
 def _chunks(text: str, size: int) -> list[str]:

@@ -148,7 +148,7 @@ class BatchRedactor:
         long = [leaf for leaf in todo if len(leaf) > CHUNK_CHARS]  # spaCy's max_length: the rail cuts these up
         short = [leaf for leaf in todo if len(leaf) <= CHUNK_CHARS]
         results = dict(zip(short, self._analyze(short))) if short else {}
-        fresh: dict[str, str] = {leaf: self.rail._redact_plain(leaf)[0] for leaf in long}
+        fresh: dict[str, str] = {leaf: redacted for leaf, (redacted, _, _) in zip(long, self.rail._redact_many(long))}
         own = current_own_messages()
         for leaf, found in results.items():
             found = _outside(found, leaf, own)
