@@ -139,7 +139,8 @@ def ner_floor_ms(runs: int) -> tuple[float, float]:
 
 def phone_ms(runs: int) -> float:
     """CPU ms per run of the redactor's phone recognizer alone (libphonenumber's matcher, once per
-    region) over the same paragraphs: the next largest part of the redaction worker's time."""
+    region, sharing what does not depend on it) over the same paragraphs: the next largest part of
+    the redaction worker's time."""
     from flotilla.guardrails.pii_phone import GroupedPhoneRecognizer
 
     recognizer = GroupedPhoneRecognizer()

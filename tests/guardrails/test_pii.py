@@ -66,21 +66,27 @@ def test_a_name_the_text_announces_is_redacted_where_ner_misses_it(presidio_rail
 def test_the_phone_matcher_skipping_and_remembering_candidates_finds_what_libphonenumbers_finds() -> None:
     import phonenumbers
 
-    from flotilla.guardrails.pii_phone import _VERIFY, GroupedPhoneRecognizer, _ShortCandidatesSkipped
+    from flotilla.guardrails.pii_phone import (_INNER_MATCHES, _PATTERN, _SECOND_NUMBER_START, _UNWANTED_END, _VERIFY,
+                                               GroupedPhoneRecognizer, _Seen, _ShortCandidatesSkipped)
     from tests.support.pii_set import load
 
     texts = [doc.text for doc in load("dev") + load("test")]
     texts += ["Call 1-800-FLOWERS or 0800 1111, +683 4002, +49 30 1234, 030 12345, 24.50 / 980.00", "+1 212 555 0147 ext. 12"]
     texts += ["ref 2026-11-02 (call 2026-11-02)", "abc2125550147 then 212-555-0147"]  # a candidate remembered, then met again
+    texts += ["+0044 20 7946 0321, +011 44 20 7946 0321, +00 1 212 555 0147"]  # a plus, then a dialling prefix: read per region
     for _ in range(2):  # the second time, every candidate's verdict is remembered
+        leniencies = (phonenumbers.Leniency.VALID, phonenumbers.Leniency.STRICT_GROUPING)
+        seen = {(text, leniency): _Seen() for text in texts for leniency in leniencies}  # shared by the regions, as in analyze
         for region in GroupedPhoneRecognizer.DEFAULT_SUPPORTED_REGIONS:
-            for leniency in (phonenumbers.Leniency.VALID, phonenumbers.Leniency.STRICT_GROUPING):
+            for leniency in leniencies:
                 for text in texts:
                     plain = [(m.start, m.end) for m in phonenumbers.PhoneNumberMatcher(text, region, leniency=leniency)]
-                    assert [(m.start, m.end) for m in _ShortCandidatesSkipped(text, region, leniency=leniency)] == plain
-    for hook in ("_parse_and_verify", "_extract_match"):  # the hooks it overrides
+                    ours = _ShortCandidatesSkipped(text, region, leniency=leniency, seen=seen[text, leniency])
+                    assert [(m.start, m.end) for m in ours] == plain
+    for hook in ("_parse_and_verify", "_extract_match", "_find", "_extract_inner_match"):  # the hooks it overrides
         assert hasattr(phonenumbers.PhoneNumberMatcher, hook)
     assert _VERIFY is not None  # the verification it remembers
+    assert None not in (_PATTERN, _SECOND_NUMBER_START, _INNER_MATCHES, _UNWANTED_END)  # the steps it shares
 
 
 def test_a_mastercard_2_series_number_is_a_card_when_its_check_digit_is_right(presidio_rail: PresidioRail) -> None:
