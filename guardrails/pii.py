@@ -119,6 +119,7 @@ class PresidioRail:
         # context could move a score): `pii_staged`, tested equal to the full analysis.
         self._staged = StagedAnalyzer(self._analyzer, self.entities, score_threshold)
         self._anonymizer = AnonymizerEngine()
+        self._operators = {e: OperatorConfig("replace", {"new_value": placeholder(e)}) for e in self.entities}
 
     def redact(self, text: str) -> tuple[str, list[str], float | None]:
         """(redacted text, entity types found, highest score). JSON stays JSON: strings are redacted one by one
@@ -173,8 +174,7 @@ class PresidioRail:
         results = _outside(results, text, current_own_messages())
         if not results:
             return text, [], None
-        operators = {e: OperatorConfig("replace", {"new_value": placeholder(e)}) for e in self.entities}
-        redacted = self._anonymizer.anonymize(text=text, analyzer_results=results, operators=operators).text
+        redacted = self._anonymizer.anonymize(text=text, analyzer_results=results, operators=self._operators).text
         found = sorted({r.entity_type for r in results})
         return redacted, found, max(r.score for r in results)
 

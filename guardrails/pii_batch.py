@@ -26,10 +26,7 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
 
-from presidio_anonymizer.entities import OperatorConfig
-
-from flotilla.guardrails.base import current_own_messages
-from flotilla.guardrails.pii import CHUNK_CHARS, PresidioRail, _outside, placeholder
+from flotilla.guardrails.pii import CHUNK_CHARS, PresidioRail, placeholder
 from flotilla.guardrails.pii_names import is_person_field
 from flotilla.guardrails.pii_staged import StagedAnalyzer
 
@@ -82,7 +79,6 @@ class BatchRedactor:
         if nlp is not None and "parser" in nlp.pipe_names:
             nlp.disable_pipe("parser")
         self._staged: StagedAnalyzer = rail._staged  # the rail's own analysis, given whole batches here
-        self._operators = {e: OperatorConfig("replace", {"new_value": placeholder(e)}) for e in rail.entities}
         self._person = placeholder("PERSON") if "PERSON" in rail.entities else None
         self._cache: OrderedDict[str, str] = OrderedDict()
         self._cache_chars = 0
@@ -149,12 +145,8 @@ class BatchRedactor:
         short = [leaf for leaf in todo if len(leaf) <= CHUNK_CHARS]
         results = dict(zip(short, self._analyze(short))) if short else {}
         fresh: dict[str, str] = {leaf: redacted for leaf, (redacted, _, _) in zip(long, self.rail._redact_many(long))}
-        own = current_own_messages()
         for leaf, found in results.items():
-            found = _outside(found, leaf, own)
-            fresh[leaf] = (
-                self.rail._anonymizer.anonymize(text=leaf, analyzer_results=found, operators=self._operators).text if found else leaf
-            )
+            fresh[leaf] = self.rail._anonymized(leaf, found)[0]
         with self._lock:
             for leaf, value in fresh.items():
                 if len(leaf) <= CACHE_MAX_CHARS:
